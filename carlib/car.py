@@ -1,0 +1,113 @@
+"""The CAR index: classification accuracy reduction when one filter is pruned.
+
+``CAR(i) = acc(network) - acc(network without filter i)`` and, per class,
+``CAR_c(i) = acc_c(network) - acc_c(network without filter i)``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .datasets import DataLike
+from .engine import Engine
+from .masking import check_filters
+
+__all__ = ["car_index", "car_table"]
+
+
+def car_table(base: torch.Tensor, cand: torch.Tensor, counts: torch.Tensor, filters: list[int],
+              per_class: bool) -> pd.DataFrame:
+    """Build the CAR table from correct counts (shared by the engine and the naive reference).
+
+    Args:
+        base: correct images per class of the unpruned network, ``(classes,)``.
+        cand: correct images per class with each filter pruned, ``(filters, classes)``.
+        counts: images per class, ``(classes,)``.
+        filters: the filter index of each row of ``cand``.
+        per_class: return the long per-class table instead of the overall one.
+
+    Returns:
+        ``filter, accuracy, car`` (overall) or ``filter, class, n, accuracy, car`` (per class).
+        ``df.attrs["base_accuracy"]`` holds the unpruned accuracy, ``df.attrs["n_images"]``
+        the image count.
+    """
+    n_total = int(counts.sum())
+    base_acc = float(base.sum()) / n_total
+    if not per_class:
+        acc = cand.sum(dim=1).double() / n_total
+        df = pd.DataFrame({"filter": filters, "accuracy": acc.numpy(),
+                           "car": base_acc - acc.numpy()})
+    else:
+        classes = torch.nonzero(counts).flatten()
+        n = counts[classes].double()
+        acc = cand[:, classes].double() / n
+        base_c = base[classes].double() / n
+        rows = len(filters) * len(classes)
+        df = pd.DataFrame({
+            "filter": torch.tensor(filters).repeat_interleave(len(classes)).numpy(),
+            "class": classes.repeat(len(filters)).numpy(),
+            "n": counts[classes].repeat(len(filters)).numpy(),
+            "accuracy": acc.reshape(rows).numpy(),
+            "car": (base_c[None, :] - acc).reshape(rows).numpy(),
+        })
+    df.attrs["base_accuracy"] = base_acc
+    df.attrs["n_images"] = n_total
+    return df
+
+
+def car_index(
+    model: nn.Module,
+    layer: str,
+    data: DataLike,
+    *,
+    per_class: bool = False,
+    filters: Iterable[int] | None = None,
+    topk: int = 1,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    method: str = "auto",
+    pair_batch: int | None = None,
+) -> pd.DataFrame:
+    """The CAR index of every filter of ``layer`` (overall, or per class).
+
+    Args:
+        model: the network (any ``nn.Module``; use :func:`carlib.load_model` for names).
+        layer: alias (``conv1``) or module path (``features.0``).
+        data: a carlib dataset or a pair ``(images, labels)`` of normalized tensors.
+        per_class: also split by class (a long table, one row per filter and class).
+        filters: only these filters (default: all).
+        topk: 1 for top-1 accuracy, 5 for top-5.
+        batch_size: images per batch in front of the pruned layer (default 256).
+        device: ``"cpu"`` (default) or ``"cuda"``.
+        progress: show a progress bar.
+        method: ``"auto"``, ``"fast"`` or ``"masked"`` (see :mod:`carlib.engine`).
+        pair_batch: (image, filter) pairs per forward pass after the consumer.
+
+    Returns:
+        A DataFrame with ``filter``, ``accuracy`` (with that filter pruned) and ``car`` (base
+        accuracy minus that, a fraction); with ``per_class=True`` the columns ``filter``,
+        ``class``, ``n``, ``accuracy``, ``car``. ``attrs["base_accuracy"]`` is the accuracy of
+        the unpruned network.
+
+    Example:
+        >>> from carlib import load_model, load_dataset
+        >>> df = car_index(load_model(), "conv1", load_dataset("tiny-imagenet", per_class=2))  # doctest: +SKIP
+        >>> df.sort_values("car").head(3)  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    engine = Engine(model, layer, data, device=device, batch_size=batch_size, topk=topk,
+                    method=method, pair_batch=pair_batch, cache_bytes=0)
+    ks = check_filters(filters, engine.n_filters, layer) if filters is not None else list(
+        range(engine.n_filters))
+    with tqdm(total=len(ks) * engine.n_images, desc=f"CAR {layer}", unit="img",
+              unit_scale=True, disable=not progress, mininterval=1.0) as bar:
+        base, cand, counts = engine.evaluate([], ks, bar)
+    df = car_table(base, cand, counts, ks, per_class)
+    df.attrs.update({"layer": engine.plan.layer.path, "topk": topk, "method": engine.method})
+    return df

@@ -1,0 +1,185 @@
+"""The command line: ``python -m carlib {info,train,car,prune}`` (also installed as ``carlib``).
+
+Bad input (unknown model, dataset, layer or split, missing data, a corrupt or mismatched
+checkpoint, an unwritable output path) prints one line on stderr naming the problem and the
+fix, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .errors import CarlibError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="alexnet-tiny",
+                   help="alexnet-tiny (default), alexnet, or any torchvision classification model")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="a state-dict checkpoint for alexnet-tiny instead of the committed weights")
+    p.add_argument("--dataset", default="tiny-imagenet", help="tiny-imagenet (default) or imagenet")
+    p.add_argument("--split", default="val", help="train or val (default val)")
+    p.add_argument("--per-class-images", type=int, default=None, metavar="K",
+                   help="use the first K images of every class (default: all)")
+    p.add_argument("--layer", required=True, help="conv1, conv2, ... or a module path such as features.0")
+    p.add_argument("--topk", type=int, default=1, choices=(1, 5), help="top-1 (default) or top-5 accuracy")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256)")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m carlib``."""
+    p = _Parser(prog="carlib",
+                description="CAR filter importance and greedy structural pruning of CNNs "
+                            "(Abbasi-Asl & Yu, 2017).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    i = sub.add_parser("info", help="models, datasets, profiles; a model's convolution layers")
+    i.add_argument("--model", default=None, help="list this model's convolution layers")
+    i.add_argument("--weights", type=Path, default=None)
+
+    t = sub.add_parser("train", help="train the default network alexnet-tiny on Tiny ImageNet")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.08)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", type=Path, default=None,
+                   help="weights file (default: carlib/weights/alexnet-tiny.pt)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    c = sub.add_parser("car", help="the CAR index of every filter of a layer")
+    _add_common(c)
+    c.add_argument("--per-class", action="store_true", help="one row per filter and class")
+    c.add_argument("--out", type=Path, required=True, help="results.csv or results.parquet")
+
+    g = sub.add_parser("prune", help="greedy CAR pruning of a layer (the paper's loop)")
+    _add_common(g)
+    g.add_argument("--n-remove", type=int, required=True, help="number of filters to prune")
+    g.add_argument("--out", type=Path, required=True, help="steps.csv or steps.parquet")
+    g.add_argument("--journal", type=Path, default=None,
+                   help="journal file for resuming (default: <out>.journal.jsonl)")
+    g.add_argument("--save-model", type=Path, default=None,
+                   help="also save the physically pruned network's state dict here (.pt)")
+    return p
+
+
+def _info(args: argparse.Namespace) -> None:
+    from .datasets import DATASETS
+    from .layers import layer_table
+    from .models import MODELS, load_model
+    from .profiles import PROFILES
+
+    if args.model is None:
+        print("models:   " + ", ".join(MODELS) + " (and any torchvision classification model)")
+        print("datasets: " + ", ".join(DATASETS))
+        for name, prof in PROFILES.items():
+            print(f"profile {name}: {prof.model} on {prof.dataset} {prof.split}, "
+                  f"{prof.per_class} images/class, greedy {prof.greedy_steps}, {prof.device}")
+        return
+    from .pruning import count
+    from .profiles import PROFILES as P
+
+    model = load_model(args.model, weights=args.weights)
+    size = (3, 64, 64) if args.model == "alexnet-tiny" else (3, 224, 224)
+    print(layer_table(model).to_string(index=False))
+    c = count(model, size)
+    print(f"parameters {c['params']:,}; multiply-accumulates per {size[1]}x{size[2]} image {c['macs']:,}")
+
+
+def _load(args: argparse.Namespace):
+    from .datasets import load_dataset
+    from .models import load_model
+
+    model = load_model(args.model, weights=args.weights)
+    data = load_dataset(args.dataset, args.split, per_class=args.per_class_images,
+                        progress=not args.quiet)
+    return model, data
+
+
+def _car(args: argparse.Namespace) -> None:
+    from .car import car_index
+    from .io import check_output_path, write_table
+
+    check_output_path(args.out)
+    model, data = _load(args)
+    df = car_index(model, args.layer, data, per_class=args.per_class, topk=args.topk,
+                   batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+    write_table(df, args.out)
+    print(f"base accuracy {df.attrs['base_accuracy']:.4f} on {df.attrs['n_images']} images; "
+          f"{len(df)} rows written to {args.out}")
+
+
+def _prune(args: argparse.Namespace) -> None:
+    import torch
+
+    from .greedy import greedy_prune
+    from .io import check_output_path, write_table
+    from .pruning import count, prune_filters
+
+    check_output_path(args.out)
+    if args.save_model is not None and not args.save_model.parent.is_dir():
+        raise CarlibError(f"cannot write {args.save_model}: folder {args.save_model.parent} "
+                          "does not exist; create it first")
+    model, data = _load(args)
+    journal = args.journal or args.out.with_name(args.out.name + ".journal.jsonl")
+    df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
+                      journal=journal, batch_size=args.batch_size, device=args.device,
+                      progress=not args.quiet)
+    write_table(df, args.out)
+    print(f"accuracy {df.attrs['base_accuracy']:.4f} -> "
+          f"{df['accuracy'].iloc[-1] if len(df) else df.attrs['base_accuracy']:.4f} after "
+          f"pruning {len(df)} filters of {args.layer}; steps written to {args.out}")
+    if args.save_model is not None:
+        import os
+
+        small = prune_filters(model, args.layer, df["filter"].tolist())
+        size = tuple(next(iter(data))[0].shape) if isinstance(data, tuple) else None
+        tmp = args.save_model.with_name(args.save_model.name + ".tmp")
+        torch.save(small.state_dict(), tmp)
+        os.replace(tmp, args.save_model)
+        print(f"pruned network saved to {args.save_model}")
+
+
+def _train(args: argparse.Namespace, argv: list[str]) -> None:
+    from .models import DEFAULT_WEIGHTS
+    from .train import TrainConfig, train_alexnet_tiny
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cmd = "python -m carlib " + " ".join(shlex.quote(a) for a in argv)
+    meta = train_alexnet_tiny(cfg, out=args.out or DEFAULT_WEIGHTS, progress=not args.quiet,
+                              command=cmd)
+    print(f"val top-1 {meta['val_top1']:.4f}, top-5 {meta['val_top5']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            _info(args)
+        elif args.command == "train":
+            _train(args, argv)
+        elif args.command == "car":
+            _car(args)
+        elif args.command == "prune":
+            _prune(args)
+    except CarlibError as exc:
+        print(f"carlib: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("carlib: interrupted; a greedy run resumes from its journal when started again",
+              file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,298 @@
+"""The CAR evaluation engine: accuracy of many pruned networks from few forward passes.
+
+One call of :meth:`Engine.evaluate` answers: with the filters ``removed`` pruned, how many
+images of each class are classified correctly, and how many with each filter of
+``candidates`` pruned in addition? :func:`carlib.car_index` and :func:`carlib.greedy_prune`
+are thin loops around it.
+
+Two paths, the same numbers (the tests hold both to the naive reference):
+
+* **fast** (sequential chains such as AlexNet and VGG, see :mod:`carlib.graph`): the input of
+  the pruned layer's consumer is computed once per image (and cached across greedy steps when
+  it fits ``cache_bytes``). The consumer is linear in its input channels, so its output with
+  filter *k* pruned is its output for the current network minus filter *k*'s contribution
+  alone, which costs 1/C of the consumer. Only the layers after the consumer run once per
+  (image, filter) pair, with many filters folded into the batch dimension.
+* **masked** (any other model, e.g. with skip connections): the whole network runs with a
+  per-row channel mask, several filters folded into the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .datasets import DataLike, as_batches, dataset_labels, num_images
+from .errors import CarlibError
+from .graph import LayerPlan, analyze, run_nodes
+from .masking import FilterMask
+
+__all__ = ["Engine", "resolve_device", "count_correct"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CPU; ``"cuda"`` without a GPU -> a one-line error."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CarlibError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CarlibError("device cuda requested but no GPU is available; use --device cpu")
+    return dev
+
+
+def count_correct(logits: torch.Tensor, labels: torch.Tensor, groups: int, num_classes: int,
+                  topk: int = 1) -> torch.Tensor:
+    """Correct predictions per (group, class) for ``groups`` stacked copies of a batch.
+
+    Args:
+        logits: ``(groups * N, classes)``, group-major.
+        labels: ``(N,)``.
+        groups: number of stacked networks.
+        num_classes: width of the count table.
+        topk: 1 (argmax, ties to the lower class index) or k (label among the k largest).
+
+    Returns:
+        int64 ``(groups, num_classes)``.
+    """
+    y = labels.repeat(groups)
+    if topk == 1:
+        ok = logits.argmax(dim=1) == y
+    else:
+        ok = (logits.topk(topk, dim=1).indices == y[:, None]).any(dim=1)
+    g = torch.arange(groups, device=labels.device).repeat_interleave(labels.shape[0])
+    flat = torch.bincount((g * num_classes + y)[ok], minlength=groups * num_classes)
+    return flat.view(groups, num_classes).cpu()
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+class Engine:
+    """Evaluate a model with sets of filters of one layer pruned (see the module docstring).
+
+    Args:
+        model: the network (not modified; copied when it must move to another device).
+        layer: alias or module path of the convolution.
+        data: a carlib dataset or ``(images, labels)``.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CPU).
+        batch_size: images per prefix batch (default 256).
+        pair_batch: (image, filter) pairs per forward pass of the suffix (default from
+            ``group_bytes``).
+        topk: 1 or 5.
+        method: ``"auto"`` (fast when the graph allows), ``"fast"`` or ``"masked"``.
+        cache_bytes: cache the consumer inputs of all images when they fit (greedy steps then
+            skip the layers in front of the consumer).
+        group_bytes: activation memory per suffix pass that sets the default ``pair_batch``.
+        dtype: compute dtype of the suffix (``torch.float32``; others change results).
+    """
+
+    def __init__(self, model: nn.Module, layer: str, data: DataLike, *,
+                 device: str | torch.device | None = None, batch_size: int | None = None,
+                 pair_batch: int | None = None, topk: int = 1, method: str = "auto",
+                 cache_bytes: int = 2 << 30, group_bytes: int = 256 << 20,
+                 dtype: torch.dtype = torch.float32):
+        if topk < 1:
+            raise CarlibError(f"topk must be at least 1, got {topk}")
+        if method not in ("auto", "fast", "masked"):
+            raise CarlibError(f"unknown method {method!r}; use auto, fast or masked")
+        self.device = resolve_device(device)
+        param = next(iter(model.parameters()), None)
+        if param is not None and param.device != self.device:
+            model = copy.deepcopy(model).to(self.device)
+        self.model = model
+        self.plan: LayerPlan = analyze(model, layer)
+        if method == "fast" and not self.plan.fast:
+            raise CarlibError(f"the fast path does not apply to {layer}: {self.plan.fast_reason}; "
+                              "use method='masked'")
+        self.method = "fast" if (method in ("auto", "fast") and self.plan.fast) else "masked"
+        self.data = data
+        self.n_images = num_images(data)
+        if self.n_images == 0:
+            raise CarlibError("the dataset has no images; choose a split or subset with images")
+        self.labels = dataset_labels(data)
+        self.batch_size = batch_size or 256
+        self.topk = topk
+        self.dtype = dtype
+        self.cache_bytes = cache_bytes
+        self.group_bytes = group_bytes
+        self.pair_batch = pair_batch
+        self.n_filters = self.plan.layer.filters
+        self._cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.num_classes: int | None = None
+        self.macs = 0  # multiply-accumulates executed (fast path), for the benchmark
+
+    # ------------------------------------------------------------------ public
+    @torch.no_grad()
+    def evaluate(self, removed: list[int], candidates: list[int],
+                 progress: "object | None" = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Correct counts per class for the current network and each candidate.
+
+        Args:
+            removed: filters already pruned.
+            candidates: filters to evaluate one at a time on top of ``removed``.
+            progress: a tqdm bar advanced by the number of images x candidates done.
+
+        Returns:
+            ``(base, per_candidate, n)``: int64 ``(classes,)``, ``(len(candidates), classes)``
+            and the image count per class ``(classes,)``.
+        """
+        with _eval_mode(self.model):
+            if self.method == "fast":
+                return self._evaluate_fast(removed, candidates, progress)
+            return self._evaluate_masked(removed, candidates, progress)
+
+    # ------------------------------------------------------------------ fast path
+    def _consumer_inputs(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(consumer input, labels) per image batch, from the cache when it exists."""
+        if self._cache is not None:
+            yield from self._cache
+            return
+        plan = self.plan
+        gm = plan.gm
+        placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+        nodes = plan.prefix + plan.between
+        keep: list[tuple[torch.Tensor, torch.Tensor]] = []
+        total = 0
+        for x, y in as_batches(self.data, self.batch_size, device=self.device):
+            p = run_nodes(gm, nodes, {placeholder: x})
+            total += p.numel() * p.element_size()
+            if total <= self.cache_bytes:
+                keep.append((p, y))
+            yield p, y
+        if total <= self.cache_bytes:
+            self._cache = keep
+
+    def _consumer(self) -> nn.Module:
+        return self.plan.gm.get_submodule(self.plan.consumer)
+
+    def _channel(self, p: torch.Tensor, ks: list[int]) -> torch.Tensor:
+        """Channels ``ks`` of the consumer input: ``(N, G, ...)``."""
+        if self.plan.flatten:
+            return p.view(p.shape[0], self.n_filters, -1)[:, ks]
+        return p[:, ks]
+
+    def _zero(self, p: torch.Tensor, removed: list[int]) -> torch.Tensor:
+        if not removed:
+            return p
+        p = p.clone()
+        if self.plan.flatten:
+            p.view(p.shape[0], self.n_filters, -1)[:, removed] = 0
+        else:
+            p[:, removed] = 0
+        return p
+
+    def _contributions(self, p: torch.Tensor, ks: list[int]) -> torch.Tensor:
+        """Each candidate channel's contribution to the consumer output: ``(G, N, ...)``."""
+        cons = self._consumer()
+        g = len(ks)
+        if self.plan.flatten:
+            x = self._channel(p, ks)  # (N, G, S)
+            w = cons.weight.view(cons.out_features, self.n_filters, -1)[:, ks]  # (O, G, S)
+            self.macs += x.shape[0] * g * x.shape[2] * cons.out_features
+            return torch.einsum("ngs,ogs->gno", x, w)
+        x = p[:, ks]  # (N, G, H, W)
+        w = cons.weight[:, ks]  # (O, G, kh, kw)
+        wg = w.transpose(0, 1).reshape(g * cons.out_channels, 1, *w.shape[2:])
+        out = F.conv2d(x, wg, None, cons.stride, cons.padding, cons.dilation, groups=g)
+        n, _, h, wd = out.shape
+        self.macs += n * g * cons.out_channels * h * wd * w.shape[2] * w.shape[3]
+        return out.view(n, g, cons.out_channels, h, wd).transpose(0, 1)
+
+    def _suffix(self, z: torch.Tensor) -> torch.Tensor:
+        plan = self.plan
+        env = {plan.consumer_node: z}
+        if self.dtype != torch.float32:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                return run_nodes(plan.gm, plan.suffix, env).float()
+        return run_nodes(plan.gm, plan.suffix, env)
+
+    def _group_size(self, n: int, z: torch.Tensor) -> int:
+        if self.pair_batch:
+            return max(1, self.pair_batch // n)
+        per_image = z[0].numel() * 4 * 3  # consumer output and a few suffix activations
+        return max(1, min(256, self.group_bytes // max(1, n * per_image)))
+
+    def _evaluate_fast(self, removed, candidates, progress):
+        cons = self._consumer()
+        base = None
+        cand = None
+        counts = None
+        for p, y in self._consumer_inputs():
+            n = y.shape[0]
+            z = cons(self._zero(p, removed))
+            self.macs += _linear_macs(cons, z)
+            logits = self._suffix(z.clone())  # the suffix may start with an in-place ReLU
+            if base is None:
+                self.num_classes = logits.shape[1]
+                c = self.num_classes
+                base = torch.zeros(c, dtype=torch.long)
+                cand = torch.zeros(len(candidates), c, dtype=torch.long)
+                counts = torch.zeros(c, dtype=torch.long)
+            base += count_correct(logits, y, 1, self.num_classes, self.topk)[0]
+            counts += torch.bincount(y.cpu(), minlength=self.num_classes)
+            g = self._group_size(n, z)
+            for i in range(0, len(candidates), g):
+                ks = candidates[i : i + g]
+                zk = z.unsqueeze(0) - self._contributions(p, ks)
+                zk = zk.reshape(len(ks) * n, *z.shape[1:])
+                cand[i : i + len(ks)] += count_correct(self._suffix(zk), y, len(ks),
+                                                       self.num_classes, self.topk)
+                if progress is not None:
+                    progress.update(len(ks) * n)
+        return base, cand, counts
+
+    # ------------------------------------------------------------------ masked path
+    def _evaluate_masked(self, removed, candidates, progress):
+        hook = FilterMask(self.model, self.plan)
+        try:
+            base = cand = counts = None
+            for x, y in as_batches(self.data, self.batch_size, device=self.device):
+                n = y.shape[0]
+                m0 = torch.ones(self.n_filters, device=self.device)
+                m0[removed] = 0
+                hook.mask = m0
+                logits = self.model(x)
+                if base is None:
+                    self.num_classes = logits.shape[1]
+                    c = self.num_classes
+                    base = torch.zeros(c, dtype=torch.long)
+                    cand = torch.zeros(len(candidates), c, dtype=torch.long)
+                    counts = torch.zeros(c, dtype=torch.long)
+                base += count_correct(logits, y, 1, self.num_classes, self.topk)[0]
+                counts += torch.bincount(y.cpu(), minlength=self.num_classes)
+                g = max(1, (self.pair_batch or self.batch_size) // n)
+                for i in range(0, len(candidates), g):
+                    ks = candidates[i : i + g]
+                    mask = m0.repeat(len(ks), 1)
+                    mask[torch.arange(len(ks)), torch.tensor(ks)] = 0
+                    hook.mask = mask.repeat_interleave(n, dim=0)
+                    xs = x.repeat(len(ks), *([1] * (x.ndim - 1)))
+                    cand[i : i + len(ks)] += count_correct(self.model(xs), y, len(ks),
+                                                           self.num_classes, self.topk)
+                    if progress is not None:
+                        progress.update(len(ks) * n)
+            return base, cand, counts
+        finally:
+            hook.remove()
+
+
+def _linear_macs(cons: nn.Module, out: torch.Tensor) -> int:
+    if isinstance(cons, nn.Conv2d):
+        k = cons.in_channels // cons.groups * cons.kernel_size[0] * cons.kernel_size[1]
+        return out.numel() * k
+    return out.numel() * cons.in_features

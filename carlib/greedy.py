@@ -1,0 +1,156 @@
+"""The paper's greedy structural compression loop, journaled and resumable.
+
+At every step the CAR of each remaining filter is recomputed on the network pruned so far,
+and the filter with the lowest CAR is pruned (ties go to the lower filter index).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .datasets import DataLike, data_fingerprint
+from .engine import Engine
+from .errors import CarlibError
+from .models import model_fingerprint
+
+__all__ = ["greedy_prune", "JOURNAL_VERSION"]
+
+JOURNAL_VERSION = 1
+
+
+def _header(engine: Engine, model: nn.Module, data: DataLike, topk: int) -> dict:
+    return {"kind": "carlib-greedy-journal", "version": JOURNAL_VERSION,
+            "model": model_fingerprint(model), "layer": engine.plan.layer.path,
+            "data": data_fingerprint(data), "n_images": engine.n_images, "topk": topk}
+
+
+def _read_journal(path: Path, header: dict) -> list[dict]:
+    """Steps already done, after checking the journal belongs to this run."""
+    lines = path.read_text().splitlines()
+    if not lines:
+        return []
+    try:
+        head = json.loads(lines[0])
+    except json.JSONDecodeError:
+        raise CarlibError(f"journal {path} is not a carlib greedy journal; delete it or pass "
+                          "another journal path") from None
+    if head != header:
+        diff = [k for k in header if head.get(k) != header[k]]
+        raise CarlibError(
+            f"journal {path} belongs to another run (different {', '.join(diff) or 'format'}); "
+            "delete it to start over, or pass another journal path"
+        )
+    steps = []
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a step interrupted while being written: redo it
+        if row.get("step") != len(steps) + 1:
+            break
+        steps.append(row)
+    return steps
+
+
+def _write_journal(path: Path, header: dict, steps: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(header) + "\n")
+        for s in steps:
+            f.write(json.dumps(s) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def greedy_prune(
+    model: nn.Module,
+    layer: str,
+    data: DataLike,
+    *,
+    n_remove: int,
+    topk: int = 1,
+    journal: str | Path | None = None,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    method: str = "auto",
+    pair_batch: int | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> pd.DataFrame:
+    """Greedily prune ``n_remove`` filters of ``layer``, lowest CAR first (the paper's loop).
+
+    Args:
+        model: the network (not modified).
+        layer: alias or module path of the convolution.
+        data: a carlib dataset or ``(images, labels)``.
+        n_remove: number of filters to prune (at most the layer's filter count minus one).
+        topk: accuracy used for CAR (1 or 5).
+        journal: a file to journal each finished step to; an interrupted run called again
+            with the same journal resumes after its last finished step (same result).
+        batch_size, device, progress, method, pair_batch: as :func:`carlib.car_index`.
+        callback: called with each new step's row (for progress reporting).
+
+    Returns:
+        One row per step: ``step`` (1-based), ``filter`` (pruned at that step, original
+        index), ``car`` (its CAR relative to the network pruned so far), ``accuracy`` (after
+        pruning it), ``remaining`` (filters left). ``attrs["base_accuracy"]`` is the accuracy
+        before any pruning.
+
+    Example:
+        >>> steps = greedy_prune(load_model(), "conv1", val, n_remove=10)  # doctest: +SKIP
+        >>> steps[["step", "filter", "accuracy"]].head()  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    engine = Engine(model, layer, data, device=device, batch_size=batch_size, topk=topk,
+                    method=method, pair_batch=pair_batch)
+    n = engine.n_filters
+    if not isinstance(n_remove, int) or n_remove < 0 or n_remove >= n:
+        raise CarlibError(f"n_remove must be between 0 and {n - 1} for {layer} ({n} filters), "
+                          f"got {n_remove!r}")
+    header = _header(engine, model, data, topk)
+    steps: list[dict] = []
+    jpath = Path(journal) if journal is not None else None
+    if jpath is not None:
+        if jpath.is_file():
+            steps = _read_journal(jpath, header)
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+    removed = [int(s["filter"]) for s in steps]
+    base_accuracy = steps[0]["accuracy"] + steps[0]["car"] if steps else None
+    total = n_remove
+    with tqdm(total=total, initial=min(len(steps), total), desc=f"greedy {layer}",
+              unit="step", disable=not progress) as bar:
+        while len(steps) < n_remove:
+            remaining = [k for k in range(n) if k not in removed]
+            base, cand, counts = engine.evaluate(removed, remaining)
+            n_img = int(counts.sum())
+            correct = cand.sum(dim=1)
+            best = int(torch.argmax(correct))  # first maximum: the lower filter index wins
+            acc_before = float(base.sum()) / n_img
+            if base_accuracy is None:
+                base_accuracy = acc_before
+            acc = float(correct[best]) / n_img
+            row = {"step": len(steps) + 1, "filter": remaining[best], "car": acc_before - acc,
+                   "accuracy": acc, "remaining": n - len(removed) - 1}
+            steps.append(row)
+            removed.append(remaining[best])
+            if jpath is not None:
+                _write_journal(jpath, header, steps)
+            bar.update(1)
+            if callback is not None:
+                callback(row)
+    df = pd.DataFrame(steps[:n_remove], columns=["step", "filter", "car", "accuracy", "remaining"])
+    if base_accuracy is None:  # n_remove == 0
+        base, _, counts = engine.evaluate([], [])
+        base_accuracy = float(base.sum()) / int(counts.sum())
+    df.attrs.update({"base_accuracy": base_accuracy, "layer": engine.plan.layer.path,
+                     "n_images": engine.n_images, "topk": topk})
+    return df

@@ -1,0 +1,221 @@
+"""Training of the default network, ``alexnet-tiny``, on Tiny ImageNet (CPU friendly).
+
+The network is trained with BatchNorm after each convolution (fast, stable on a short CPU
+budget), then the BatchNorms are folded into the convolutions, so the released network has
+AlexNet's plain conv -> ReLU -> pool topology: pruning a filter is deleting its weights and bias.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .datasets import ImageDataset, load_dataset
+from .models import AlexNetTiny, DEFAULT_WEIGHTS, file_sha256, fold_batchnorm
+
+__all__ = ["TrainConfig", "train_alexnet_tiny", "evaluate"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train_alexnet_tiny` (the defaults made the committed weights)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.08
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    pad: int = 4
+    seed: int = 0
+    threads: int = 0  # 0: all cores
+
+
+def _augment(pixels: np.ndarray, gen: torch.Generator, pad: int, ds: ImageDataset) -> torch.Tensor:
+    """Random crop (zero padding of ``pad``) and horizontal flip of a uint8 batch."""
+    x = ds.normalize(pixels)
+    b, c, h, w = x.shape
+    if pad:
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        rows = (oy[:, None] + torch.arange(h)[None, :])  # (b, h)
+        cols = (ox[:, None] + torch.arange(w)[None, :])  # (b, w)
+        bi = torch.arange(b)[:, None, None]
+        x = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = torch.rand(b, generator=gen) < 0.5
+    x[flip] = x[flip].flip(3)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int = 500) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy of ``model`` on ``ds``.
+
+    Args:
+        model: a classifier.
+        ds: an in-memory dataset.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(top1, top5)`` as fractions.
+    """
+    model.eval()
+    c1 = c5 = 0
+    for i in range(0, len(ds), batch_size):
+        x = ds.normalize(ds.images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
+        y = torch.as_tensor(ds.labels[i : i + batch_size])
+        top = model(x).topk(5, dim=1).indices
+        c1 += int((top[:, 0] == y).sum())
+        c5 += int((top == y[:, None]).any(1).sum())
+    return c1 / len(ds), c5 / len(ds)
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_alexnet_tiny(
+    config: TrainConfig | None = None,
+    *,
+    out: Path = DEFAULT_WEIGHTS,
+    work_dir: Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Train ``alexnet-tiny`` on Tiny ImageNet train, evaluate on val, save folded weights.
+
+    Resumable: a checkpoint is written after each epoch to ``work_dir`` and picked up by the
+    next call with the same configuration.
+
+    Args:
+        config: hyper-parameters (defaults: the committed run).
+        out: the final weights file (a state dict of ``AlexNetTiny()``); beside it go
+            ``<stem>.sha256``, ``<stem>.json`` (command, seed, config, accuracy) and
+            ``<stem>.log.csv`` (one row per epoch).
+        work_dir: where the per-epoch checkpoint lives (default ``data/train``).
+        progress: show tqdm bars.
+        command: the command line recorded in the metadata.
+
+    Returns:
+        The metadata dictionary written to ``<stem>.json``.
+
+    Example:
+        >>> train_alexnet_tiny(TrainConfig(epochs=1), out=Path("/tmp/a.pt"))  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    from .paths import data_dir
+
+    cfg = config or TrainConfig()
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir) if work_dir else data_dir() / "train"
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work / f"{out.stem}.ckpt.pt"
+    log_path = out.with_name(out.stem + ".log.csv")
+
+    train = load_dataset("tiny-imagenet", "train", progress=progress)
+    val = load_dataset("tiny-imagenet", "val", progress=progress)
+    assert isinstance(train, ImageDataset) and isinstance(val, ImageDataset)
+
+    model = AlexNetTiny(num_classes=train.num_classes, batch_norm=True).to(
+        memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    steps_per_epoch = len(train) // cfg.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25,
+        div_factor=10.0, final_div_factor=200.0)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    start_epoch, log_rows, elapsed = 0, [], 0.0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("config") == asdict(cfg):
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            start_epoch, log_rows, elapsed = state["epoch"], state["log"], state["elapsed"]
+            print(f"resuming from epoch {start_epoch} ({ckpt_path})", file=sys.stderr)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(train), generator=gen).numpy()
+        tot_loss = tot_correct = seen = 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, mininterval=30.0)
+        for s in bar:
+            idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
+            x = _augment(train.images[idx], gen, cfg.pad, train)
+            y = torch.as_tensor(train.labels[idx])
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot_loss += float(loss) * len(idx)
+            tot_correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            if s % 50 == 0:
+                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
+        top1, top5 = evaluate(model, val)
+        elapsed += time.time() - t0
+        row = {"epoch": epoch + 1, "train_loss": round(tot_loss / seen, 4),
+               "train_top1": round(tot_correct / seen, 4), "val_top1": round(top1, 4),
+               "val_top5": round(top5, 4), "lr_end": float(sched.get_last_lr()[0]),
+               "seconds": round(time.time() - t0, 1)}
+        log_rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        _save_atomic({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                      "sched": sched.state_dict(), "epoch": epoch + 1, "log": log_rows,
+                      "elapsed": elapsed}, ckpt_path)
+        with open(log_path.with_name(log_path.name + ".tmp"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(log_rows[0]))
+            w.writeheader()
+            w.writerows(log_rows)
+        os.replace(log_path.with_name(log_path.name + ".tmp"), log_path)
+
+    folded = fold_batchnorm(model.eval())
+    top1, top5 = evaluate(folded, val)
+    _save_atomic(folded.state_dict(), out)
+    digest = file_sha256(out)
+    out.with_suffix(".sha256").write_text(f"{digest}  {out.name}\n")
+    meta = {
+        "model": "alexnet-tiny",
+        "command": command or "python -m carlib train",
+        "config": asdict(cfg),
+        "val_top1": round(top1, 4),
+        "val_top5": round(top5, 4),
+        "train_seconds": round(elapsed, 1),
+        "sha256": digest,
+        "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".strip(),
+        "torch": torch.__version__,
+        "dataset": "tiny-imagenet train (100,000 images), evaluated on val (10,000)",
+    }
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, out.with_suffix(".json"))
+    return meta

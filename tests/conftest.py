@@ -1,0 +1,135 @@
+"""Shared fixtures: small deterministic networks and data on which pruning changes answers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+class SmallBNNet(nn.Module):
+    """conv -> BN -> ReLU -> pool -> conv -> BN -> ReLU -> conv -> ReLU -> pool -> linear."""
+
+    def __init__(self, classes: int = 7):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+            nn.Conv2d(12, 10, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+        )
+        self.classifier = nn.Linear(10 * 4, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine terms (large shifts included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=g))
+            if isinstance(m, nn.Linear):  # let the input, not the bias, decide the class
+                m.bias.zero_()
+    return model.eval()
+
+
+def self_labeled(model: nn.Module, x: torch.Tensor, keep: float = 0.8, seed: int = 0) -> torch.Tensor:
+    """Labels equal to the model's own predictions for a share ``keep`` of the images (so the
+    base accuracy is high and pruning a filter changes it), random for the rest."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    rand = torch.randint(0, int(pred.max()) + 2, pred.shape, generator=g)
+    use = torch.rand(pred.shape, generator=g) < keep
+    return torch.where(use, pred, rand)
+
+
+def prototype_data(n: int, classes: int, size: int, seed: int = 1):
+    """Images made of one random prototype per class plus noise, and their labels."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(classes, 3, size, size, generator=g)
+    y = torch.arange(n) % classes
+    x = protos[y] + 1.5 * torch.randn(n, 3, size, size, generator=g)
+    return x, y
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 60, lr: float = 0.05):
+    """A few deterministic SGD steps: enough for filters to matter, not for perfection."""
+    torch.manual_seed(0)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    for i in range(steps):
+        idx = torch.arange(i * 16, i * 16 + 16) % x.shape[0]
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def _bn_net():
+    torch.manual_seed(0)
+    x, y = prototype_data(96, 7, 16)
+    model = fit(SmallBNNet(), x, y)
+    return model, x, y
+
+
+@pytest.fixture
+def bn_net(_bn_net):
+    import copy
+
+    model, x, y = _bn_net
+    return copy.deepcopy(model), x, y
+
+
+@pytest.fixture(scope="session")
+def _tv_alexnet():
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    x, y = prototype_data(48, 10, 64, seed=2)
+    model = fit(alexnet(num_classes=10, dropout=0.0), x, y, steps=40, lr=0.01)
+    return model, x, y
+
+
+@pytest.fixture
+def tv_alexnet(_tv_alexnet):
+    """torchvision AlexNet (briefly fitted to prototype images) on small (64x64) inputs."""
+    import copy
+
+    model, x, y = _tv_alexnet
+    return copy.deepcopy(model), x, y
+
+
+def _tiny_available() -> bool:
+    from carlib.paths import data_search_dirs
+
+    return any((d / "tiny-imagenet-200.zip").is_file() or (d / "tiny-imagenet-200").is_dir()
+               for d in data_search_dirs())
+
+
+requires_tiny = pytest.mark.skipif(not _tiny_available(),
+                                   reason="Tiny ImageNet not found (set CARLIB_DATA_DIR)")
+
+
+@pytest.fixture(scope="session")
+def tiny_val_slice():
+    """One image per class of Tiny ImageNet val (200 images)."""
+    if not _tiny_available():
+        pytest.skip("Tiny ImageNet not found (set CARLIB_DATA_DIR)")
+    from carlib import load_dataset
+
+    return load_dataset("tiny-imagenet", "val", per_class=1, progress=False)
