@@ -101,7 +101,16 @@ def _load(args: argparse.Namespace):
     from .datasets import load_dataset
     from .models import load_model
 
+    from .engine import resolve_device
+    from .layers import resolve_layer
+
     model = load_model(args.model, weights=args.weights)
+    layer = resolve_layer(model, args.layer)  # fail fast, before data is decoded
+    resolve_device(args.device)
+    n_remove = getattr(args, "n_remove", None)
+    if n_remove is not None and not 0 <= n_remove < layer.filters:
+        raise CarlibError(f"n_remove must be between 0 and {layer.filters - 1} for {args.layer} "
+                          f"({layer.filters} filters), got {n_remove}")
     data = load_dataset(args.dataset, args.split, per_class=args.per_class_images,
                         progress=not args.quiet)
     return model, data

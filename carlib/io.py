@@ -26,6 +26,8 @@ def check_output_path(path: str | Path) -> Path:
         raise CarlibError(f"cannot write {p}: unknown format {p.suffix or '(none)'}; "
                           "name the output file *.csv or *.parquet")
     parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise CarlibError(f"cannot write {p}: {parent} is a file, not a folder; choose another output path")
     if not parent.is_dir():
         raise CarlibError(f"cannot write {p}: folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):

@@ -185,7 +185,8 @@ def _torchvision_model(name: str) -> nn.Module:
     if not (hub / fname).is_file():
         # torchvision would download; offline that fails with a long traceback.
         try:
-            with contextlib.redirect_stderr(io.StringIO()):  # torch.hub's "Downloading" line
+            quiet = io.StringIO()  # torch.hub prints a "Downloading" line
+            with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
                 model = builder(weights=weights, progress=False)
         except Exception:
             raise DataNotFoundError(
@@ -195,9 +196,9 @@ def _torchvision_model(name: str) -> nn.Module:
     else:
         try:
             model = builder(weights=weights, progress=False)
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - truncated, corrupt or mismatched file
             raise CheckpointError(
-                f"cached weights {hub / fname} cannot be loaded ({str(exc).splitlines()[0][:120]}); "
+                f"cached weights {hub / fname} cannot be loaded ({exc.__class__.__name__}); "
                 f"delete the file and place a fresh copy of {weights.url} there"
             ) from None
     return model.eval()

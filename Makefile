@@ -1,0 +1,38 @@
+# carlib: `make help` lists the targets.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROFILE ?= default
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: help setup test test-fast notebooks reproduce bench clean-results
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install everything into it (quick when done)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	rm -f $(VENV)/.installed-* && touch $@
+
+test: setup ## run the test suite and the notebook regression tests (smoke profile)
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --nbval-lab --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
+
+test-fast: setup ## run the unit tests only
+	$(BIN)/python -m pytest -q tests
+
+reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|smoke|paper]
+	$(BIN)/python -m carlib.reproduce --profile $(PROFILE)
+
+bench: setup ## benchmark the CAR engine against the naive loop (bench/results/)
+	$(BIN)/python bench/bench.py
+
+clean-results: ## delete cached results and figures of PROFILE
+	rm -rf results/$(PROFILE) figures/$(PROFILE)

@@ -1,0 +1,139 @@
+"""carlib.cli: commands work end to end; bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from carlib import AlexNetTiny
+from carlib.cli import main
+from test_datasets import make_tiny
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    src, home = tmp_path / "shared", tmp_path / "home"
+    src.mkdir()
+    home.mkdir()
+    make_tiny(src, train_per_class=2, val_per_class=4)
+    monkeypatch.setenv("CARLIB_DATA_DIR", str(src))
+    monkeypatch.setenv("CARLIB_HOME", str(home))
+    monkeypatch.setenv("CARLIB_NO_DOWNLOAD", "1")
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pt"
+    torch.save(AlexNetTiny(num_classes=200).state_dict(), weights)
+    return tmp_path, weights
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info(capsys):
+    code, out, _ = run(capsys, "info")
+    assert code == 0 and "alexnet-tiny" in out and "profile smoke" in out
+    code, out, _ = run(capsys, "info", "--model", "alexnet-tiny", "--weights", __file__.replace(
+        "test_cli.py", "missing.pt"))
+    assert code == 2
+
+
+def test_info_model_layers(capsys, env):
+    _, weights = env
+    code, out, _ = run(capsys, "info", "--model", "alexnet-tiny", "--weights", str(weights))
+    assert code == 0 and "conv2" in out and "features.3" in out and "192" in out and "multiply" in out
+
+
+def test_car_and_prune(capsys, env):
+    tmp, weights = env
+    out_csv = tmp / "car.csv"
+    code, out, err = run(capsys, "car", "--weights", str(weights), "--layer", "conv1",
+                         "--out", str(out_csv), "--quiet")
+    assert code == 0, err
+    df = pd.read_csv(out_csv)
+    assert list(df.columns) == ["filter", "accuracy", "car"] and len(df) == 64
+    pq = tmp / "car.parquet"
+    code, _, err = run(capsys, "car", "--weights", str(weights), "--layer", "features.3",
+                       "--per-class", "--out", str(pq), "--quiet", "--per-class-images", "2")
+    assert code == 0, err
+    long = pd.read_parquet(pq)
+    assert set(long["n"]) == {2} and len(long) == 192 * 3
+    steps = tmp / "steps.csv"
+    small = tmp / "small.pt"
+    code, out, err = run(capsys, "prune", "--weights", str(weights), "--layer", "conv2",
+                         "--n-remove", "3", "--out", str(steps), "--save-model", str(small), "--quiet")
+    assert code == 0, err
+    table = pd.read_csv(steps)
+    assert list(table["step"]) == [1, 2, 3]
+    assert (tmp / "steps.csv.journal.jsonl").is_file()
+    state = torch.load(small, weights_only=True)
+    assert state["features.3.weight"].shape[0] == 189 and state["features.6.weight"].shape[1] == 189
+
+
+BAD = [
+    (["car", "--model", "lenet", "--layer", "conv1", "--out", "{tmp}/a.csv"], "unknown model"),
+    (["car", "--weights", "{w}", "--dataset", "cifar", "--layer", "conv1", "--out", "{tmp}/a.csv"], "unknown dataset"),
+    (["car", "--weights", "{w}", "--split", "test", "--layer", "conv1", "--out", "{tmp}/a.csv"], "unknown split"),
+    (["car", "--weights", "{w}", "--layer", "conv9", "--out", "{tmp}/a.csv"], "unknown layer"),
+    (["car", "--weights", "{w}", "--dataset", "imagenet", "--layer", "conv1", "--out", "{tmp}/a.csv"], "not found"),
+    (["car", "--weights", "{tmp}/garbage.pt", "--layer", "conv1", "--out", "{tmp}/a.csv"], "corrupt"),
+    (["car", "--weights", "{tmp}/other.pt", "--layer", "conv1", "--out", "{tmp}/a.csv"], "does not fit"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/nope/a.csv"], "does not exist"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.txt"], "unknown format"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/garbage.pt/a.csv"], "not a folder"),
+    (["prune", "--weights", "{w}", "--layer", "conv1", "--n-remove", "64", "--out", "{tmp}/a.csv"], "n_remove"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--device", "cuda:x"], "device"),
+    (["car", "--layer"], "expected one argument"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", BAD)
+def test_bad_input_is_one_line_and_exit_2(capsys, env, argv, needle):
+    import os
+
+    tmp, weights = env
+    (tmp / "garbage.pt").write_bytes(b"junk")
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp / "other.pt")
+    argv = [a.format(tmp=tmp, w=weights) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp / "a.csv").exists()
+
+
+def test_python_m_carlib_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "carlib", "car", "--layer", "conv1",
+                           "--out", "/nonexistent-dir/x.csv"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "carlib: error: cannot write /nonexistent-dir/x.csv: folder /nonexistent-dir does not "
+        "exist; create it first"]
+    proc = subprocess.run([sys.executable, "-m", "carlib", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "prune" in proc.stdout
+
+
+def test_read_only_output_folder(capsys, env):
+    import os
+
+    tmp, weights = env
+    ro = tmp / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: every folder is writable")
+        code, _, err = run(capsys, "car", "--weights", str(weights), "--layer", "conv1",
+                           "--out", str(ro / "a.csv"))
+        assert code == 2 and "permission denied" in err
+    finally:
+        os.chmod(ro, 0o700)
