@@ -23,7 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: setup ## run the test suite and the notebook regression tests (smoke profile)
 	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q --nbval-lab --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
+	CARLIB_PROFILE=smoke $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
 
 test-fast: setup ## run the unit tests only
 	$(BIN)/python -m pytest -q tests

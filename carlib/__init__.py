@@ -25,6 +25,7 @@ from .paths import figures_dir, results_dir
 from .profiles import PROFILES, Profile, get_profile
 from .pruning import count, prune_filters
 from .reference import car_index_naive, greedy_prune_naive
+from . import baselines, patches, selectivity  # noqa: E402  (submodules used as carlib.patches...)
 
 __version__ = "0.1.0"
 

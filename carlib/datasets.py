@@ -100,6 +100,12 @@ class ImageDataset:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
 
+    def subset(self, indices: np.ndarray | list[int]) -> "ImageDataset":
+        """The images at ``indices`` (same classes and names)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return ImageDataset(self.name, self.split, self.images[idx], self.labels[idx], self.classes,
+                            self.class_names, self.per_class, self.mean, self.std)
+
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All images normalized, as ``(images, labels)`` tensors."""
         return self.normalize(self.images), torch.as_tensor(self.labels)
@@ -150,6 +156,11 @@ class FolderDataset:
         with Image.open(path) as im:
             img = im.convert("RGB")
         return self.transform(img), label
+
+    def subset(self, indices: np.ndarray | list[int]) -> "FolderDataset":
+        """The images at ``indices`` (same classes and names)."""
+        return FolderDataset(self.name, self.split, [self.samples[i] for i in indices], self.classes,
+                             self.class_names, self.transform, self.per_class, self.num_workers)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()

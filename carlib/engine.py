@@ -256,6 +256,47 @@ class Engine:
                     progress.update(len(ks) * n)
         return base, cand, counts
 
+    @torch.no_grad()
+    def evaluate_prefixes(self, order: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correct counts per class with the first 0, 1, ..., ``len(order)`` filters pruned.
+
+        On the fast path the consumer output for ``order[:k]`` is the unpruned output minus the
+        running sum of the first ``k`` filters' contributions, so a whole pruning curve costs
+        one suffix pass per point and no pass in front of the consumer.
+
+        Returns:
+            ``(correct (len(order) + 1, classes), counts (classes,))``.
+        """
+        if self.method != "fast":
+            rows, counts = [], None
+            for k in range(len(order) + 1):
+                base, _, counts = self.evaluate(list(order[:k]), [])
+                rows.append(base)
+            return torch.stack(rows), counts
+        with _eval_mode(self.model):
+            cons = self._consumer()
+            out = counts = None
+            for p, y in self._consumer_inputs():
+                n = y.shape[0]
+                z = cons(p)
+                self.macs += _linear_macs(cons, z)
+                if out is None:
+                    self.num_classes = self._suffix(z[:1].clone()).shape[1]
+                    out = torch.zeros(len(order) + 1, self.num_classes, dtype=torch.long)
+                    counts = torch.zeros(self.num_classes, dtype=torch.long)
+                counts += torch.bincount(y.cpu(), minlength=self.num_classes)
+                out[0] += count_correct(self._suffix(z.clone()), y, 1, self.num_classes, self.topk)[0]
+                g = self._group_size(n, z)
+                running = torch.zeros_like(z)
+                for i in range(0, len(order), g):
+                    ks = list(order[i : i + g])
+                    c = self._contributions(p, ks).cumsum(dim=0) + running.unsqueeze(0)
+                    running = c[-1]
+                    zk = (z.unsqueeze(0) - c).reshape(len(ks) * n, *z.shape[1:])
+                    out[1 + i : 1 + i + len(ks)] += count_correct(self._suffix(zk), y, len(ks),
+                                                                  self.num_classes, self.topk)
+            return out, counts
+
     # ------------------------------------------------------------------ masked path
     def _evaluate_masked(self, removed, candidates, progress):
         hook = FilterMask(self.model, self.plan)

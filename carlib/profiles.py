@@ -23,7 +23,10 @@ class Profile:
         name: profile name (also the folder under ``results/`` and ``figures/``).
         model: model name for :func:`carlib.load_model`.
         dataset: dataset name for :func:`carlib.load_dataset`; ``split`` its split.
-        per_class: images per class used for CAR and greedy pruning.
+        per_class: images per class for the CAR index (overall and per class).
+        greedy_per_class: images per class for the greedy loop and the pruning curves.
+        max_classes: use only the first classes (``None``: all); the model keeps all outputs.
+        curve_depth: depth of the baseline pruning curves per layer (``None``: half the filters).
         greedy_steps: greedy depth per layer, e.g. ``{"conv1": 32, "conv2": 96}``.
         random_seeds: seeds of the random-order baseline.
         device: default device.
@@ -42,6 +45,15 @@ class Profile:
     input_size: tuple[int, int, int]
     top_k_filters: int = 20
     patch_images: int = 2000
+    greedy_per_class: int = 10
+    max_classes: int | None = None
+    curve_depth: dict | None = None
+
+    def curve_depth_for(self, layer: str, filters: int) -> int:
+        """How deep the baseline curves go for a layer (default: half of its filters)."""
+        if self.curve_depth and layer in self.curve_depth:
+            return min(int(self.curve_depth[layer]), filters - 1)
+        return filters // 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,16 +66,19 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "default": Profile(
         name="default", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
-        per_class=10, greedy_steps={"conv1": 32, "conv2": 24}, random_seeds=(0, 1, 2, 3, 4),
-        device="cpu", input_size=(3, 64, 64), top_k_filters=20, patch_images=2000),
+        per_class=10, greedy_steps={"conv1": 20, "conv2": 20}, random_seeds=(0, 1, 2, 3, 4),
+        device="cpu", input_size=(3, 64, 64), top_k_filters=20, patch_images=2000,
+        greedy_per_class=1),
     "paper": Profile(
         name="paper", model="alexnet", dataset="imagenet", split="val", per_class=50,
         greedy_steps={"conv1": 32, "conv2": 96}, random_seeds=(0, 1, 2, 3, 4),
-        device="cuda", input_size=(3, 224, 224), top_k_filters=20, patch_images=5000),
+        device="cuda", input_size=(3, 224, 224), top_k_filters=20, patch_images=5000,
+        greedy_per_class=50),
     "smoke": Profile(
         name="smoke", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=1, greedy_steps={"conv1": 3, "conv2": 3}, random_seeds=(0, 1),
-        device="cpu", input_size=(3, 64, 64), top_k_filters=20, patch_images=200),
+        device="cpu", input_size=(3, 64, 64), top_k_filters=20, patch_images=40,
+        greedy_per_class=1, max_classes=40, curve_depth={"conv1": 8, "conv2": 8}),
 }
 
 

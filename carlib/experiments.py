@@ -1,0 +1,229 @@
+"""The notebooks' computations, cached as tidy tables under ``results/<profile>/``.
+
+A :class:`Study` binds a profile (model, data, sizes, device) and computes each result once:
+the next run reads the table back unless its inputs changed or ``force=True``. Every table
+has a sidecar ``<name>.json`` with the parameters it was computed with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .baselines import car_order, l1_order, order_curve, random_order
+from .car import car_index
+from .datasets import data_fingerprint, load_dataset
+from .engine import Engine
+from .greedy import greedy_prune
+from .io import read_table, write_table
+from .layers import resolve_layer
+from .models import load_model, model_fingerprint
+from .paths import results_dir
+from .profiles import Profile, get_profile
+from .selectivity import color_index_responses, color_index_weights
+
+__all__ = ["Study", "overall_from_per_class"]
+
+
+def overall_from_per_class(long: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate a per-class CAR table to the overall ``filter, accuracy, car`` table."""
+    correct = (long["accuracy"] * long["n"]).round()
+    g = pd.DataFrame({"filter": long["filter"], "correct": correct, "n": long["n"],
+                      "base": (long["accuracy"] + long["car"]) * long["n"]}).groupby("filter").sum()
+    acc = g["correct"] / g["n"]
+    base = g["base"].round() / g["n"]
+    return pd.DataFrame({"filter": g.index.to_numpy(), "accuracy": acc.to_numpy(),
+                         "car": (base - acc).to_numpy()})
+
+
+class Study:
+    """One profile's model, data and cached results.
+
+    Args:
+        profile: ``"default"``, ``"paper"``, ``"smoke"`` or a :class:`Profile`.
+        device: overrides the profile's device (``None``: the profile's, falling back to the
+            CPU when it asks for a GPU that is absent).
+        force: recompute every table instead of reading the cache.
+        progress: show progress bars.
+        **overrides: profile fields to change (e.g. ``per_class=5``).
+
+    Example:
+        >>> s = Study("smoke")  # doctest: +SKIP
+        >>> s.car("conv1").head()  # doctest: +SKIP
+    """
+
+    def __init__(self, profile: str | Profile = "default", *, device: str | None = None,
+                 force: bool = False, progress: bool = True, **overrides: object):
+        prof = profile if isinstance(profile, Profile) else get_profile(profile)
+        if overrides:
+            prof = prof.with_(**overrides)
+        dev = device or prof.device
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            dev = "cpu"
+        self.profile = prof
+        self.device = dev
+        self.force = force
+        self.progress = progress
+        self.dir = results_dir(prof.name)
+        torch.manual_seed(0)
+        self.model = load_model(prof.model)
+        self.data = load_dataset(prof.dataset, prof.split, per_class=prof.per_class, progress=progress)
+        self.greedy_data = (self.data if prof.greedy_per_class == prof.per_class else
+                            load_dataset(prof.dataset, prof.split, per_class=prof.greedy_per_class,
+                                         progress=progress))
+        if prof.max_classes is not None:
+            self.data = self.data.subset(np.flatnonzero(np.asarray(self.data.labels) < prof.max_classes))
+            self.greedy_data = self.greedy_data.subset(
+                np.flatnonzero(np.asarray(self.greedy_data.labels) < prof.max_classes))
+        self._key = {"profile": prof.to_dict(), "model": model_fingerprint(self.model),
+                     "data": data_fingerprint(self.data)}
+
+    # ---------------------------------------------------------------- caching
+    def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
+        """Read ``results/<profile>/<name>.csv`` if computed with the same inputs, else compute it."""
+        path = self.dir / f"{name}.csv"
+        meta_path = self.dir / f"{name}.json"
+        key = dict(self._key, name=name, params={k: str(v) for k, v in params.items()})
+        if not self.force and path.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") == key:
+                df = read_table(path)
+                df.attrs.update(meta.get("attrs", {}))
+                return df
+        t0 = time.time()
+        df = compute()
+        write_table(df, path)
+        attrs = {k: v for k, v in df.attrs.items() if isinstance(v, (int, float, str))}
+        tmp = meta_path.with_name(meta_path.name + ".tmp")
+        tmp.write_text(json.dumps({"key": key, "attrs": attrs,
+                                   "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
+        os.replace(tmp, meta_path)
+        return df
+
+    def seconds(self, name: str) -> float | None:
+        """How long the cached table ``name`` took to compute (``None`` if unknown)."""
+        p = self.dir / f"{name}.json"
+        return json.loads(p.read_text()).get("seconds") if p.is_file() else None
+
+    # ---------------------------------------------------------------- results
+    def layer(self, layer: str):
+        return resolve_layer(self.model, layer)
+
+    def car_per_class(self, layer: str) -> pd.DataFrame:
+        """CAR of every filter of ``layer`` for every class (one pass gives both tables)."""
+        return self.table(f"car_per_class_{layer}", lambda: car_index(
+            self.model, layer, self.data, per_class=True, device=self.device,
+            progress=self.progress), layer=layer)
+
+    def car(self, layer: str) -> pd.DataFrame:
+        """CAR of every filter of ``layer`` (aggregated from :meth:`car_per_class`)."""
+        long = self.car_per_class(layer)
+        df = overall_from_per_class(long)
+        df.attrs["base_accuracy"] = float(((long["accuracy"] + long["car"]) * long["n"]).groupby(
+            long["filter"]).sum().round().iloc[0] / long.groupby("filter")["n"].sum().iloc[0])
+        df.attrs["n_images"] = int(long.groupby("filter")["n"].sum().iloc[0])
+        return df
+
+    def greedy(self, layer: str) -> pd.DataFrame:
+        """The paper's greedy loop to the profile's depth (journaled, resumable)."""
+        depth = self.profile.greedy_steps[layer]
+        journal = self.dir / f"greedy_{layer}.journal.jsonl"
+        if self.force and journal.exists():
+            journal.unlink()
+        return self.table(f"greedy_{layer}", lambda: greedy_prune(
+            self.model, layer, self.greedy_data, n_remove=depth, journal=journal,
+            device=self.device, progress=self.progress), layer=layer, depth=depth)
+
+    def curves(self, layer: str) -> pd.DataFrame:
+        """Accuracy against filters pruned for every order, on the greedy images.
+
+        Orders: ``car-greedy`` (to the greedy depth), ``car-oneshot`` (sorted by CAR on the
+        unpruned network), ``l1`` (smallest weights first) and ``random`` (one per seed);
+        each to half of the layer's filters (or the profile's ``curve_depth``).
+        """
+        n = self.layer(layer).filters
+        half = self.profile.curve_depth_for(layer, n)
+
+        def compute() -> pd.DataFrame:
+            eng = Engine(self.model, layer, self.greedy_data, device=self.device)
+            greedy = self.greedy(layer)
+            orders: list[tuple[str, int, list[int], int]] = [
+                ("car-greedy", -1, list(greedy["filter"]), len(greedy)),
+                ("car-oneshot", -1, car_order(self.car(layer)), half),
+                ("l1", -1, l1_order(self.model, layer), half)]
+            orders += [("random", s, random_order(n, s), half) for s in self.profile.random_seeds]
+            parts = []
+            for method, seed, order, depth in orders:
+                c = order_curve(self.model, layer, self.greedy_data, order, depth, engine=eng)
+                c.insert(0, "seed", seed)
+                c.insert(0, "method", method)
+                parts.append(c)
+            return pd.concat(parts, ignore_index=True)
+
+        return self.table(f"curves_{layer}", compute, layer=layer,
+                          depth=self.profile.greedy_steps[layer])
+
+    def color_weights(self, layer: str = "conv1") -> pd.DataFrame:
+        """The weight-based color index of a first layer (no cache needed: instant)."""
+        idx = color_index_weights(self.layer(layer).module)
+        return pd.DataFrame({"filter": np.arange(len(idx)), "color_index": idx})
+
+    def color_responses(self, layer: str, top_n: int = 20) -> pd.DataFrame:
+        """The response-based color index of every filter of ``layer``."""
+        return self.table(f"color_responses_{layer}", lambda: color_index_responses(
+            self.model, layer, self.data, top_n=top_n), layer=layer, top_n=top_n)
+
+    # ---------------------------------------------------------------- summaries
+    def accuracy_per_class(self) -> pd.DataFrame:
+        """Top-1 and top-5 accuracy of the unpruned network per class."""
+        from .reference import accuracy_counts_naive
+
+        def compute() -> pd.DataFrame:
+            layer = "conv1"
+            c1, n = accuracy_counts_naive(self.model, layer, self.data, [], topk=1, device=self.device)
+            c5, _ = accuracy_counts_naive(self.model, layer, self.data, [], topk=5, device=self.device)
+            keep = torch.nonzero(n).flatten()
+            names = self.data.class_names
+            return pd.DataFrame({"class": keep.numpy(), "name": [names[i] for i in keep.tolist()],
+                                 "n": n[keep].numpy(), "top1": (c1[keep].double() / n[keep]).numpy(),
+                                 "top5": (c5[keep].double() / n[keep]).numpy()})
+
+        return self.table("accuracy_per_class", compute)
+
+    def pruned_top(self, layer: str, k: int | None = None) -> list[int]:
+        """The first ``k`` CAR-pruned filters (default: the profile's ``top_k_filters``).
+
+        Greedy order as far as the profile's greedy depth reaches, then the remaining filters
+        by ascending one-shot CAR (only when the greedy depth is shorter than ``k``).
+        """
+        k = k or self.profile.top_k_filters
+        order = list(self.greedy(layer)["filter"])
+        for f in car_order(self.car(layer)):
+            if len(order) >= k:
+                break
+            if f not in order:
+                order.append(f)
+        return order[:k]
+
+    def class_importance(self, layer: str, filt: int, k: int = 5) -> pd.DataFrame:
+        """The ``k`` most and ``k`` least important classes of one filter (by per-class CAR).
+
+        Returns:
+            ``rank, kind ("most"/"least"), class, name, car, accuracy, n``; ties broken by
+            the lower class index.
+        """
+        long = self.car_per_class(layer)
+        f = long[long["filter"] == filt].copy()
+        f["name"] = [self.data.class_names[c] for c in f["class"]]
+        most = f.sort_values(["car", "class"], ascending=[False, True], kind="stable").head(k)
+        least = f.sort_values(["car", "class"], ascending=[True, True], kind="stable").head(k)
+        out = pd.concat([most.assign(kind="most"), least.assign(kind="least")])
+        out.insert(0, "rank", list(range(1, len(most) + 1)) + list(range(1, len(least) + 1)))
+        return out[["rank", "kind", "class", "name", "car", "accuracy", "n"]].reset_index(drop=True)

@@ -1,0 +1,110 @@
+"""``python -m carlib.reproduce``: run the notebooks headless with papermill (``make reproduce``).
+
+Runs ``notebooks/01_*.ipynb`` ... ``05_*.ipynb`` in order for a profile, stops at the first
+failure naming the notebook and the cell, and prints where the figures are and the total time.
+For the ``default`` profile the executed notebooks replace the committed ones (so a reader on
+the web sees every figure), with run-to-run noise (timings, execution counts) stripped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .paths import REPO_ROOT, figures_dir
+from .profiles import get_profile
+
+__all__ = ["main", "run_notebooks", "strip_noise", "NOTEBOOKS"]
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def strip_noise(path: Path) -> None:
+    """Remove papermill timings, execution counts and kernel metadata that change every run."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for out in cell.get("outputs", []):
+                if "execution_count" in out:
+                    out["execution_count"] = None
+                out.get("metadata", {}).pop("needs_background", None)
+            # papermill's injected-parameters cell is dropped: the parameters cell documents them
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nbformat.write(nb, path)
+
+
+def run_notebooks(profile: str, *, device: str | None = None, force: bool = False,
+                  update_committed: bool | None = None) -> float:
+    """Execute every notebook for ``profile``; returns the total seconds.
+
+    Raises:
+        SystemExit(1): a notebook failed (its name and the failing cell are printed).
+    """
+    import papermill as pm
+
+    prof = get_profile(profile)
+    update = (profile == "default") if update_committed is None else update_committed
+    out_dir = Path(tempfile.mkdtemp(prefix=f"carlib-{profile}-"))
+    params = {"profile": profile, "force": force}
+    if device:
+        params["device"] = device
+    t0 = time.time()
+    for name in NOTEBOOKS:
+        src = NOTEBOOK_DIR / name
+        dst = out_dir / name
+        t = time.time()
+        print(f"[{profile}] {name} ...", flush=True)
+        try:
+            pm.execute_notebook(src, dst, parameters=params, kernel_name="python3",
+                                progress_bar=True, cwd=str(NOTEBOOK_DIR))
+        except pm.PapermillExecutionError as exc:
+            print(f"FAILED: {name}, cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                  f"the executed notebook with the error is {dst}", file=sys.stderr)
+            raise SystemExit(1)
+        print(f"[{profile}] {name} done in {time.time() - t:.0f} s", flush=True)
+        if update:
+            strip_noise(dst)
+            dst.replace(src)
+    total = time.time() - t0
+    print(f"\nall {len(NOTEBOOKS)} notebooks ran for profile {prof.name} in {total / 60:.1f} min")
+    print(f"figures: {figures_dir(prof.name)}")
+    if not update:
+        print(f"executed notebooks: {out_dir}")
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m carlib.reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="default", help="default | smoke | paper")
+    p.add_argument("--device", default=None, help="override the profile's device")
+    p.add_argument("--force", action="store_true", help="recompute cached results")
+    p.add_argument("--no-update", action="store_true",
+                   help="do not replace the committed notebooks (default profile only)")
+    args = p.parse_args(argv)
+    from .errors import CarlibError
+
+    try:
+        get_profile(args.profile)
+    except CarlibError as exc:
+        print(f"carlib: error: {exc}", file=sys.stderr)
+        return 2
+    run_notebooks(args.profile, device=args.device, force=args.force,
+                  update_committed=False if args.no_update else None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
