@@ -72,6 +72,7 @@ def car_index(
     progress: bool = True,
     method: str = "auto",
     pair_batch: int | None = None,
+    pruned: Iterable[int] = (),
 ) -> pd.DataFrame:
     """The CAR index of every filter of ``layer`` (overall, or per class).
 
@@ -87,6 +88,8 @@ def car_index(
         progress: show a progress bar.
         method: ``"auto"``, ``"fast"`` or ``"masked"`` (see :mod:`carlib.engine`).
         pair_batch: (image, filter) pairs per forward pass after the consumer.
+        pruned: filters already pruned; CAR is then relative to that network (as in one step
+            of the greedy loop), and the other filters are evaluated.
 
     Returns:
         A DataFrame with ``filter``, ``accuracy`` (with that filter pruned) and ``car`` (base
@@ -103,11 +106,13 @@ def car_index(
 
     engine = Engine(model, layer, data, device=device, batch_size=batch_size, topk=topk,
                     method=method, pair_batch=pair_batch, cache_bytes=0)
-    ks = check_filters(filters, engine.n_filters, layer) if filters is not None else list(
-        range(engine.n_filters))
+    removed = check_filters(pruned, engine.n_filters, layer)
+    ks = check_filters(filters, engine.n_filters, layer) if filters is not None else [
+        k for k in range(engine.n_filters) if k not in removed]
     with tqdm(total=len(ks) * engine.n_images, desc=f"CAR {layer}", unit="img",
               unit_scale=True, disable=not progress, mininterval=1.0) as bar:
-        base, cand, counts = engine.evaluate([], ks, bar)
+        base, cand, counts = engine.evaluate(removed, ks, bar)
     df = car_table(base, cand, counts, ks, per_class)
-    df.attrs.update({"layer": engine.plan.layer.path, "topk": topk, "method": engine.method})
+    df.attrs.update({"layer": engine.plan.layer.path, "topk": topk, "method": engine.method,
+                     "pruned": removed})
     return df

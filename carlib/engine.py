@@ -134,7 +134,9 @@ class Engine:
         self.n_filters = self.plan.layer.filters
         self._cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.num_classes: int | None = None
-        self.macs = 0  # multiply-accumulates executed (fast path), for the benchmark
+        # multiply-accumulates of the consumer layer only (its full passes and the per-filter
+        # contributions); the layers before and after it are not counted here
+        self.macs = 0
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()

@@ -91,6 +91,7 @@ class Study:
         path = self.dir / f"{name}.csv"
         meta_path = self.dir / f"{name}.json"
         key = dict(self._key, name=name, params={k: str(v) for k, v in params.items()})
+        key = json.loads(json.dumps(key))  # tuples become lists, as in the stored sidecar
         if not self.force and path.is_file() and meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             if meta.get("key") == key:

@@ -152,5 +152,5 @@ def greedy_prune(
         base, _, counts = engine.evaluate([], [])
         base_accuracy = float(base.sum()) / int(counts.sum())
     df.attrs.update({"base_accuracy": base_accuracy, "layer": engine.plan.layer.path,
-                     "n_images": engine.n_images, "topk": topk})
+                     "n_images": engine.n_images, "topk": topk, "method": engine.method})
     return df

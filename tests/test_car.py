@@ -98,3 +98,10 @@ def test_default_network_on_tiny_imagenet(tiny_val_slice, layer):
     naive = car_index_naive(model, layer, tiny_val_slice, filters=filters)
     _same(fast, naive)
     assert fast.attrs["base_accuracy"] > 0.2  # a trained network, not chance (0.005)
+
+
+def test_car_relative_to_a_pruned_network(bn_net):
+    model, x, y = bn_net
+    fast = car_index(model, "conv2", (x, y), pruned=[3, 5], progress=False)
+    assert 3 not in set(fast["filter"]) and len(fast) == 10
+    _same(fast, car_index_naive(model, "conv2", (x, y), pruned=[3, 5]))
