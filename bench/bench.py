@@ -184,11 +184,13 @@ def machine_description(device: torch.device, args: argparse.Namespace) -> dict:
     return desc
 
 
-def measure_peak(device: torch.device, n: int, repeats: int = 3) -> float:
-    """GMAC/s of an ``n x n @ n x n`` fp32 matrix product: best of ``repeats`` after a warm-up."""
+def measure_peak(device: torch.device, n: int, repeats: int = 3,
+                 dtype: torch.dtype = torch.float32) -> float:
+    """GMAC/s of an ``n x n @ n x n`` matrix product in ``dtype``: best of ``repeats`` after a
+    warm-up (fp32 with TF32 off, see :func:`main`)."""
     g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device)
-    b = torch.randn(n, n, generator=g).to(device)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
     torch.mm(a, b)  # warm-up
     best = min(timed(lambda: torch.mm(a, b), device)[0] for _ in range(repeats))
     return n**3 / best / 1e9
@@ -272,10 +274,12 @@ def car_values(base: int, correct: dict[int, int], n: int) -> dict[int, tuple[fl
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, device: torch.device, peak: float):
+    def __init__(self, args: argparse.Namespace, device: torch.device, peak: float,
+                 peak_bf16: float | None = None):
         self.args = args
         self.device = device
         self.peak = peak
+        self.peak_bf16 = peak_bf16
         self.rows: list[dict] = []
 
     # -- helpers
@@ -354,9 +358,80 @@ class Bench:
                      else macm.naive(n, 1 + len(filters)))
         self._rates(row, "carlib", fast_macs, t_car)
         self._rates(row, "naive", macm.naive(n, 1 + len(filters)), naive_s)
+        if args.bf16:
+            self._bf16(row, model, layer, x, y, filters, df, fast_macs, naive_s)
         row["rss_maxrss_mb"] = round(maxrss_mb(), 1)
         self.rows.append(row)
         self._report(row)
+
+    def _bf16(self, row: dict, model, layer: str, x, y, filters: list[int], exact, macs: int,
+              naive_s: float) -> None:
+        """The same CAR computed with the suffix in bf16 (autocast): an approximation, off by
+        default in carlib; timed, and compared filter by filter with the exact fp32 table."""
+        dev = self.device
+        eng = Engine(model, layer, (x, y), device=dev, batch_size=CARLIB_BATCH, cache_bytes=0,
+                     dtype=torch.bfloat16)
+        eng.evaluate([], filters[:2])  # warm-up
+        eng = Engine(model, layer, (x, y), device=dev, batch_size=CARLIB_BATCH, cache_bytes=0,
+                     dtype=torch.bfloat16)
+        t, (base, cand, counts) = timed(lambda: eng.evaluate([], filters), dev)
+        n = int(counts.sum())
+        acc = cand.sum(dim=1).double().numpy() / n
+        car = float(base.sum()) / n - acc
+        ex = exact.set_index("filter").loc[filters]
+        diff = np.abs(car - ex["car"].to_numpy())
+        order_fp32 = sorted(filters, key=lambda k: (float(ex.loc[k, "car"]), k))
+        bf = dict(zip(filters, car))
+        order_bf16 = sorted(filters, key=lambda k: (bf[k], k))
+        row.update({
+            "bf16_s": round(t, 3),
+            "bf16_speedup": round(naive_s / t, 2),
+            "bf16_cars_identical": f"{int((diff == 0).sum())}/{len(filters)}",
+            "bf16_max_abs_car_diff": float(diff.max()),
+            "bf16_base_identical": float(base.sum()) / n == exact.attrs["base_accuracy"],
+            "bf16_same_lowest_car_filter": order_fp32[0] == order_bf16[0],
+        })
+        rate = macs / t / 1e9
+        row["bf16_gmac_s"] = round(rate, 2)
+        row["bf16_peak_frac"] = round(rate / self.peak_bf16, 3) if self.peak_bf16 else float("nan")
+        print(f"    bf16 (approximate): {t:.2f}s, x{naive_s / t:.2f} vs naive fp32, "
+              f"{row['bf16_cars_identical']} CARs identical, max |diff| {diff.max():.4f}, "
+              f"{row['bf16_peak_frac']:.1%} of the bf16 peak", flush=True)
+
+    def paper_estimate(self, n_images: int, candidates: int) -> pd.DataFrame:
+        """Extrapolate the paper profile's greedy cost (torchvision AlexNet, 50,000 ImageNet
+        val images, greedy to half of conv1 and conv2) from the engine's measured time per
+        (image, candidate) pair and per image on random 224x224 inputs."""
+        import torchvision
+
+        dev = self.device
+        torch.manual_seed(self.args.seed)
+        tv = torchvision.models.alexnet().eval().to(dev)
+        g = torch.Generator().manual_seed(self.args.seed)
+        x = torch.randn(n_images, 3, 224, 224, generator=g).to(dev)
+        y = torch.zeros(n_images, dtype=torch.long, device=dev)
+        rows = []
+        for layer, filters in (("conv1", 64), ("conv2", 192)):
+            ks = list(range(min(candidates, filters)))
+            eng = Engine(tv, layer, (x, y), device=dev, batch_size=CARLIB_BATCH)
+            eng.evaluate([], ks[:2])  # warm-up, fills the consumer-input cache
+            t_base, _ = timed(lambda: eng.evaluate([], []), dev)
+            t_all, _ = timed(lambda: eng.evaluate([], ks), dev)
+            per_pair = max(t_all - t_base, 0.0) / (n_images * len(ks))
+            per_image = t_base / n_images
+            steps = filters // 2
+            pairs = sum(filters - s for s in range(steps))
+            total = 50_000 * (per_pair * pairs + per_image * steps)
+            rows.append({"layer": layer, "filters": filters, "greedy_steps": steps,
+                         "measured_images": n_images, "measured_candidates": len(ks),
+                         "us_per_pair": round(per_pair * 1e6, 2),
+                         "us_per_image_base": round(per_image * 1e6, 2),
+                         "pairs_50k": 50_000 * pairs, "estimated_s_50k": round(total, 1),
+                         "estimated_h_50k": round(total / 3600, 2)})
+            print(f"[paper] greedy {layer} to half ({steps} steps) on 50,000 images: "
+                  f"{per_pair * 1e6:.1f} us per (image, filter) -> {total / 3600:.2f} h", flush=True)
+        del tv, x
+        return pd.DataFrame(rows)
 
     def greedy_workload(self, wid: int, name: str, model, layer: str, x, y, *, weights: str) -> None:
         args, dev = self.args, self.device
@@ -593,6 +668,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default 4096 on CPU, 8192 on a GPU; quick 2048)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's, i.e. OMP_NUM_THREADS or the core count)")
     p.add_argument("--seed", type=int, default=0, help="seed of torch and numpy (default 0)")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time workloads 1, 2, 4 with the suffix in bf16 (an approximation, "
+                        "off by default in carlib) and count the CAR values that differ from fp32")
+    p.add_argument("--paper-estimate", type=int, default=0, metavar="IMAGES",
+                   help="extrapolate the paper profile's greedy cost (50,000 images, half of "
+                        "conv1 and conv2) from the engine's speed on this many 224x224 images")
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
     q = args.quick
@@ -675,7 +756,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak: {args.peak_size}x{args.peak_size} fp32 matmul, best of 3: {peak:.1f} GMAC/s",
           flush=True)
 
-    bench = Bench(args, device, peak)
+    peak_bf16 = None
+    if args.bf16:
+        peak_bf16 = measure_peak(device, args.peak_size, dtype=torch.bfloat16)
+        machine["peak_bf16_gmac_s"] = round(peak_bf16, 2)
+        print(f"peak: {args.peak_size}x{args.peak_size} bf16 matmul, best of 3: "
+              f"{peak_bf16:.1f} GMAC/s", flush=True)
+    bench = Bench(args, device, peak, peak_bf16)
     tiny_needed = any(w in args.workloads for w in (1, 2, 3)) or not args.no_scaling
     tiny_model = tiny_x = tiny_y = None
     weights = ""
@@ -741,6 +828,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== executed work and memory (peak {peak:.1f} GMAC/s = "
                   f"{args.peak_size}^3 fp32 matmul) ==")
             print(rates.to_string(index=False))
+            if args.bf16:
+                cols = [c for c in ("workload", "bf16_s", "bf16_speedup", "bf16_cars_identical",
+                                    "bf16_max_abs_car_diff", "bf16_same_lowest_car_filter",
+                                    "bf16_gmac_s", "bf16_peak_frac") if c in df]
+                print("\n== bf16 suffix (approximate; carlib's default is exact fp32) ==")
+                print(df[cols].to_string(index=False))
 
     # ---- scaling
     if not args.no_scaling and tiny_model is not None:
@@ -758,6 +851,14 @@ def main(argv: list[str] | None = None) -> int:
         files.append(plot_path)
         print("\n== scaling (carlib car_index, conv1 of alexnet-tiny) ==")
         print(sc[["axis", "images", "filters", "seconds", "gmac_s"]].to_string(index=False))
+
+    if args.paper_estimate:
+        est = bench.paper_estimate(args.paper_estimate, 64)
+        for k in ("host", "device", "gpu", "torch", "date_utc"):
+            est[k] = machine[k]
+        path = args.out / f"paper-estimate-{tag}.csv"
+        carlib.write_table(est, path)
+        files.append(path)
 
     machine["rss_maxrss_mb"] = round(maxrss_mb(), 1)
     if device.type == "cuda":

@@ -211,8 +211,8 @@ def data_fingerprint(data: DataLike) -> str:
     x, y = _check_pair(data)
     h = hashlib.sha256()
     h.update(str(tuple(x.shape)).encode())
-    h.update(y.numpy().tobytes())
-    h.update(x[:: max(1, x.shape[0] // 64)].contiguous().float().numpy().tobytes())
+    h.update(y.cpu().numpy().tobytes())
+    h.update(x[:: max(1, x.shape[0] // 64)].contiguous().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

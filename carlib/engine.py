@@ -32,7 +32,7 @@ from .errors import CarlibError
 from .graph import LayerPlan, analyze, run_nodes
 from .masking import FilterMask
 
-__all__ = ["Engine", "resolve_device", "count_correct"]
+__all__ = ["Engine", "resolve_device", "count_correct", "strict_fp32"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -80,6 +80,26 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was)
+
+
+@contextmanager
+def strict_fp32(device: torch.device) -> Iterator[None]:
+    """On a GPU, compute fp32 convolutions and matrix products in full fp32 (no TF32).
+
+    TF32 keeps 10 mantissa bits and moves near-tie predictions; CAR values are differences of
+    a few images, so the engine keeps fp32 exact on every device. The global flags are
+    restored on exit. A no-op on the CPU.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 class Engine:
@@ -153,7 +173,7 @@ class Engine:
             ``(base, per_candidate, n)``: int64 ``(classes,)``, ``(len(candidates), classes)``
             and the image count per class ``(classes,)``.
         """
-        with _eval_mode(self.model):
+        with _eval_mode(self.model), strict_fp32(self.device):
             if self.method == "fast":
                 return self._evaluate_fast(removed, candidates, progress)
             return self._evaluate_masked(removed, candidates, progress)
@@ -275,7 +295,7 @@ class Engine:
                 base, _, counts = self.evaluate(list(order[:k]), [])
                 rows.append(base)
             return torch.stack(rows), counts
-        with _eval_mode(self.model):
+        with _eval_mode(self.model), strict_fp32(self.device):
             cons = self._consumer()
             out = counts = None
             for p, y in self._consumer_inputs():

@@ -7,6 +7,7 @@ compare :func:`carlib.car_index` against, and what ``make bench`` times.
 
 from __future__ import annotations
 
+import copy
 from typing import Iterable
 
 import pandas as pd
@@ -15,7 +16,7 @@ from torch import nn
 
 from .car import car_table
 from .datasets import DataLike, as_batches
-from .engine import count_correct, resolve_device
+from .engine import count_correct, resolve_device, strict_fp32
 from .graph import analyze
 from .masking import FilterMask, check_filters
 
@@ -32,6 +33,9 @@ def accuracy_counts_naive(model: nn.Module, layer: str, data: DataLike, pruned: 
         ``(correct (classes,), counts (classes,))`` as int64 tensors.
     """
     dev = resolve_device(device)
+    param = next(iter(model.parameters()), None)
+    if param is not None and param.device != dev:
+        model = copy.deepcopy(model).to(dev)  # the caller's model stays where it is
     plan = analyze(model, layer)
     idx = check_filters(pruned, plan.layer.filters, layer)
     hook = FilterMask(model, plan)
@@ -42,14 +46,15 @@ def accuracy_counts_naive(model: nn.Module, layer: str, data: DataLike, pruned: 
     model.eval()
     correct = counts = None
     try:
-        for x, y in as_batches(data, batch_size, device=dev):
-            logits = model(x)
-            if correct is None:
-                c = logits.shape[1]
-                correct = torch.zeros(c, dtype=torch.long)
-                counts = torch.zeros(c, dtype=torch.long)
-            correct += count_correct(logits, y, 1, logits.shape[1], topk)[0]
-            counts += torch.bincount(y.cpu(), minlength=logits.shape[1])
+        with strict_fp32(dev):
+            for x, y in as_batches(data, batch_size, device=dev):
+                logits = model(x)
+                if correct is None:
+                    c = logits.shape[1]
+                    correct = torch.zeros(c, dtype=torch.long)
+                    counts = torch.zeros(c, dtype=torch.long)
+                correct += count_correct(logits, y, 1, logits.shape[1], topk)[0]
+                counts += torch.bincount(y.cpu(), minlength=logits.shape[1])
     finally:
         hook.remove()
         model.train(was)
