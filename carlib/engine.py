@@ -120,16 +120,17 @@ class Engine:
         group_bytes: activation memory per suffix pass that sets the default ``pair_batch``.
         dtype: compute dtype of the suffix (``torch.float32``; others change results).
         channels_last: run the layers after the consumer in the channels-last memory format
-            (default: on, for convolutional suffixes). Same arithmetic in another loop order:
-            1.3-1.7x faster on CPUs (oneDNN), and the tests and ``make bench`` hold it to the
-            naive reference like the rest of the fast path.
+            (default ``None``: on the CPU only, for convolutional suffixes). Same arithmetic in
+            another loop order: 1.1-1.7x faster with oneDNN on a 2-core CPU, 5-8 % slower in
+            fp32 on an H100 (measured, bench/README.md); the tests and ``make bench`` hold it to
+            the naive reference like the rest of the fast path.
     """
 
     def __init__(self, model: nn.Module, layer: str, data: DataLike, *,
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  pair_batch: int | None = None, topk: int = 1, method: str = "auto",
                  cache_bytes: int = 2 << 30, group_bytes: int = 256 << 20,
-                 dtype: torch.dtype = torch.float32, channels_last: bool = True):
+                 dtype: torch.dtype = torch.float32, channels_last: bool | None = None):
         if topk < 1:
             raise CarlibError(f"topk must be at least 1, got {topk}")
         if method not in ("auto", "fast", "masked"):
@@ -145,6 +146,8 @@ class Engine:
                               "use method='masked'")
         self.method = "fast" if (method in ("auto", "fast") and self.plan.fast) else "masked"
         self.channels_last = False
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
         if self.method == "fast" and channels_last and self._suffix_is_conv():
             # a private copy: the caller's model keeps its memory format
             self.plan = analyze(copy.deepcopy(model), layer)

@@ -108,3 +108,18 @@ def test_gpu_matches_cpu_default_network(tiny_val_slice, layer):
     cpu = car_index(model, layer, tiny_val_slice, filters=filters, progress=False)
     gpu = car_index(model, layer, tiny_val_slice, filters=filters, device="cuda", progress=False)
     _within_one_image(gpu, cpu, num_images(tiny_val_slice))
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+def test_channels_last_matches_naive_and_leaves_the_model_alone(tv_alexnet, layer):
+    model, x, y = tv_alexnet
+    ks = list(range(0, 64 if layer == "conv1" else 192, 4))
+    cl = Engine(model, layer, (x, y), channels_last=True)
+    assert cl.channels_last
+    contiguous = Engine(model, layer, (x, y), channels_last=False)
+    a, b = cl.evaluate([1], ks), contiguous.evaluate([1], ks)
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+    naive = car_index_naive(model, layer, (x, y), filters=ks, pruned=[1])
+    assert (a[1].sum(dim=1).numpy() == (naive["accuracy"].to_numpy() * len(y)).round()).all()
+    assert all(p.is_contiguous() for p in model.parameters()), "the caller's model is untouched"
