@@ -52,7 +52,7 @@ from carlib.masking import mask_filters
 
 BENCH_DIR = Path(__file__).resolve().parent
 NAIVE_BATCH = 256  # the naive loop: batches of 256
-CARLIB_BATCH = 256  # carlib's default prefix batch, stated explicitly
+CARLIB_BATCH = None  # carlib's default prefix batch (256 on a CPU, 1024 on a GPU)
 
 
 # ----------------------------------------------------------------------------- utilities

@@ -66,7 +66,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "default": Profile(
         name="default", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
-        per_class=10, greedy_steps={"conv1": 20, "conv2": 20}, random_seeds=(0, 1, 2, 3, 4),
+        per_class=10, greedy_steps={"conv1": 32, "conv2": 20}, random_seeds=(0, 1, 2, 3, 4),
         device="cpu", input_size=(3, 64, 64), top_k_filters=20, patch_images=2000,
         greedy_per_class=1),
     "paper": Profile(
