@@ -19,7 +19,7 @@ import torch
 
 from .baselines import car_order, l1_order, order_curve, random_order
 from .car import car_index
-from .datasets import data_fingerprint, load_dataset
+from .datasets import DataLike, data_fingerprint, load_dataset
 from .engine import Engine
 from .greedy import greedy_prune
 from .io import read_table, write_table
@@ -170,6 +170,62 @@ class Study:
 
         return self.table(f"curves_{layer}", compute, layer=layer,
                           depth=self.profile.greedy_steps[layer])
+
+    def heldout_data(self) -> DataLike | None:
+        """The images of the CAR set that the greedy loop never saw (``None`` if none).
+
+        Both sets are the first images of each class in dataset order (``per_class`` and
+        ``greedy_per_class``), so the held-out images are those of rank ``greedy_per_class``
+        and above within their class.
+        """
+        labels = np.asarray(self.data.labels)
+        rank = np.zeros(len(labels), dtype=np.int64)
+        seen: dict[int, int] = {}
+        for i, c in enumerate(labels.tolist()):
+            rank[i] = seen.get(c, 0)
+            seen[c] = rank[i] + 1
+        idx = np.flatnonzero(rank >= self.profile.greedy_per_class)
+        return self.data.subset(idx) if len(idx) else None
+
+    def heldout_accuracy(self, layer: str) -> pd.DataFrame:
+        """Accuracy of every pruning order on :meth:`heldout_data`.
+
+        The greedy order is chosen by its accuracy on the greedy images, so its curve there is
+        optimistic; this table checks it on images it never saw, at the greedy depth and at the
+        curves' depth (half the filters), for the orders that reach each depth.
+
+        Returns:
+            ``n_pruned``, ``method``, ``seed``, ``accuracy``, ``n_images`` (empty when the
+            profile has no held-out images); the unpruned network is ``method="none"``.
+        """
+        n = self.layer(layer).filters
+        half = self.profile.curve_depth_for(layer, n)
+        cols = ["n_pruned", "method", "seed", "accuracy", "n_images"]
+
+        def compute() -> pd.DataFrame:
+            held = self.heldout_data()
+            if held is None:
+                return pd.DataFrame(columns=cols)
+            eng = Engine(self.model, layer, held, device=self.device)
+            greedy = [int(f) for f in self.greedy(layer)["filter"]]
+            orders = [("car-greedy", -1, greedy), ("car-oneshot", -1, car_order(self.car(layer))),
+                      ("l1", -1, l1_order(self.model, layer))]
+            orders += [("random", s, random_order(n, s)) for s in self.profile.random_seeds]
+            base, _, counts = eng.evaluate([], [])
+            total = int(counts.sum())
+            rows = [{"n_pruned": 0, "method": "none", "seed": -1,
+                     "accuracy": float(base.sum()) / total, "n_images": total}]
+            for depth in sorted({len(greedy), half} - {0}):
+                for method, seed, order in orders:
+                    if len(order) < depth:
+                        continue
+                    b, _, _ = eng.evaluate(order[:depth], [])
+                    rows.append({"n_pruned": depth, "method": method, "seed": seed,
+                                 "accuracy": float(b.sum()) / total, "n_images": total})
+            return pd.DataFrame(rows, columns=cols)
+
+        return self.table(f"heldout_{layer}", compute, layer=layer,
+                          depth=self.profile.greedy_steps[layer], half=half)
 
     def color_weights(self, layer: str = "conv1") -> pd.DataFrame:
         """The weight-based color index of a first layer (no cache needed: instant)."""

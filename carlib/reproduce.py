@@ -3,7 +3,9 @@
 Runs ``notebooks/01_*.ipynb`` ... ``05_*.ipynb`` in order for a profile, stops at the first
 failure naming the notebook and the cell, and prints where the figures are and the total time.
 For the ``default`` profile the executed notebooks replace the committed ones (so a reader on
-the web sees every figure), with run-to-run noise (timings, execution counts) stripped.
+the web sees every figure), with run-to-run noise (timings, kernel metadata) stripped and the
+execution counts renumbered 1, 2, 3, ... in cell order (nbval refuses a reference cell that
+has outputs but no execution count, so they cannot simply be removed).
 """
 
 from __future__ import annotations
@@ -24,7 +26,18 @@ NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
 def strip_noise(path: Path) -> None:
-    """Remove papermill timings, execution counts and kernel metadata that change every run."""
+    """Remove what changes from run to run: papermill timings and kernel metadata.
+
+    Execution counts are renumbered 1, 2, 3, ... over the code cells in order (the same
+    numbers on every run). They are not removed: nbval treats a cell with outputs and no
+    execution count as an unrun reference cell and fails it.
+
+    Args:
+        path: an executed notebook, rewritten in place.
+
+    Example:
+        >>> strip_noise(Path("notebooks/01_baseline.ipynb"))  # doctest: +SKIP
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -32,17 +45,20 @@ def strip_noise(path: Path) -> None:
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
+    # papermill's injected-parameters cell is dropped: the parameters cell documents them
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    count = 0
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
-        if cell.cell_type == "code":
-            cell.execution_count = None
-            for out in cell.get("outputs", []):
-                if "execution_count" in out:
-                    out["execution_count"] = None
-                out.get("metadata", {}).pop("needs_background", None)
-            # papermill's injected-parameters cell is dropped: the parameters cell documents them
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        if cell.cell_type != "code":
+            continue
+        count += 1
+        cell.execution_count = count
+        for out in cell.get("outputs", []):
+            if "execution_count" in out:
+                out["execution_count"] = count
+            out.get("metadata", {}).pop("needs_background", None)
     nbformat.write(nb, path)
 
 

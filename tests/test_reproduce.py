@@ -1,0 +1,69 @@
+"""carlib.reproduce: the committed notebooks stay checkable by nbval, and noise is stripped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from carlib.reproduce import NOTEBOOK_DIR, NOTEBOOKS, strip_noise
+
+
+def _code_cells(path):
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def test_five_numbered_notebooks():
+    assert NOTEBOOKS == ["01_baseline.ipynb", "02_car_conv1.ipynb", "03_car_conv2.ipynb",
+                         "04_color_vs_shape.ipynb", "05_class_importance.ipynb"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_valid_nbval_reference(name):
+    """nbval fails a reference cell with outputs but no execution count ('Unrun reference
+    cell has outputs'); the first cell is the tagged parameters cell; kernel python3."""
+    nb = json.loads((NOTEBOOK_DIR / name).read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in code[0]["metadata"].get("tags", [])
+    for cell in code:
+        assert "injected-parameters" not in cell["metadata"].get("tags", [])
+        if cell.get("outputs"):
+            assert cell["execution_count"] is not None, cell["source"][:80]
+        assert "papermill" not in cell["metadata"] and "execution" not in cell["metadata"]
+    assert "papermill" not in nb["metadata"]
+
+
+def test_strip_noise_renumbers_and_drops_injected_cell(tmp_path):
+    src = NOTEBOOK_DIR / NOTEBOOKS[0]
+    nb = json.loads(src.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    injected = {"cell_type": "code", "execution_count": 7, "id": "injected",
+                "metadata": {"tags": ["injected-parameters"], "papermill": {"duration": 1.0}},
+                "outputs": [], "source": ["profile = 'smoke'\n"]}
+    nb["cells"].insert(nb["cells"].index(code[0]) + 1, injected)
+    nb["metadata"]["papermill"] = {"duration": 12.5}
+    for i, c in enumerate(code):
+        c["execution_count"] = 100 + 3 * i  # as a kernel numbers them, with gaps
+        c["metadata"]["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
+        for out in c.get("outputs", []):
+            if "execution_count" in out:
+                out["execution_count"] = 100 + 3 * i
+    dst = tmp_path / src.name
+    dst.write_text(json.dumps(nb))
+    strip_noise(dst)
+    cells = _code_cells(dst)
+    assert len(cells) == len(code)  # the injected cell is gone
+    assert [c["execution_count"] for c in cells] == list(range(1, len(code) + 1))
+    for c in cells:
+        assert "execution" not in c["metadata"]
+        for out in c.get("outputs", []):
+            if "execution_count" in out:
+                assert out["execution_count"] == c["execution_count"]
+    assert "papermill" not in json.loads(dst.read_text())["metadata"]
+    # idempotent: stripping twice gives the same file
+    again = tmp_path / "again.ipynb"
+    shutil.copy(dst, again)
+    strip_noise(again)
+    assert again.read_text() == dst.read_text()
