@@ -283,6 +283,13 @@ class Bench:
         self.rows: list[dict] = []
 
     # -- helpers
+    @staticmethod
+    def _precision(row: dict, attrs: dict) -> None:
+        """The engine precision carlib used, and its screen statistics (bf16-checked)."""
+        row["precision"] = attrs.get("precision", "fp32")
+        row["screen_recomputed"] = attrs.get("screen_recomputed", float("nan"))
+        row["screen_worst_ratio"] = attrs.get("screen_worst_ratio", float("nan"))
+
     def _rates(self, row: dict, side: str, macs: int | None, seconds: float) -> None:
         if macs is None:
             row[f"{side}_gmac"] = row[f"{side}_gmac_s"] = row[f"{side}_peak_frac"] = float("nan")
@@ -326,7 +333,8 @@ class Bench:
         with peak_memory(dev, row, "carlib"):
             t_car, df = timed(lambda: carlib.car_index(
                 model, layer, (x, y), filters=filters, batch_size=CARLIB_BATCH, device=dev,
-                progress=False), dev)
+                progress=False, precision=args.precision), dev)
+        self._precision(row, df.attrs)
 
         measured = t_base + t_filt
         extrapolated = len(naive_ks) < len(filters)
@@ -448,7 +456,8 @@ class Bench:
         with peak_memory(dev, row, "carlib"):
             t_car, steps_df = timed(lambda: carlib.greedy_prune(
                 model, layer, (x, y), n_remove=steps, batch_size=CARLIB_BATCH, device=dev,
-                progress=False), dev)
+                progress=False, precision=args.precision), dev)
+        self._precision(row, steps_df.attrs)
         chosen = [int(f) for f in steps_df["filter"]]
 
         # The naive loop follows carlib's choices for naive_steps steps; at each step it
@@ -475,7 +484,8 @@ class Bench:
         checks: list[bool] = []
         n_checked = 0
         max_diff = 0.0
-        check_engine = Engine(model, layer, (x, y), device=dev, batch_size=CARLIB_BATCH)
+        check_engine = Engine(model, layer, (x, y), device=dev, batch_size=CARLIB_BATCH,
+                              precision=args.precision)
         for s, (removed_s, ks, base, correct) in enumerate(naive_runs):
             naive = car_values(base, correct, n)
             st = steps_df.iloc[s]
@@ -542,8 +552,11 @@ class Bench:
         return int(seen["b"])
 
     def _report(self, row: dict) -> None:
-        print(f"    naive {row['naive_s']:.2f}s ({row['naive_note']}), carlib {row['carlib_s']:.2f}s, "
-              f"x{row['speedup']:.2f}, agree={row['agree']} ({row['checked']})", flush=True)
+        screen = (f", {row['screen_recomputed']:.1%} of pairs recomputed in fp32"
+                  if row.get("precision") == "bf16-checked" else "")
+        print(f"    naive {row['naive_s']:.2f}s ({row['naive_note']}), carlib {row['carlib_s']:.2f}s "
+              f"({row.get('precision', 'fp32')}{screen}), x{row['speedup']:.2f}, "
+              f"agree={row['agree']} ({row['checked']})", flush=True)
 
     # -- scaling
     def scaling(self, model, x, y) -> pd.DataFrame:
@@ -671,6 +684,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true",
                    help="also time workloads 1, 2, 4 with the suffix in bf16 (an approximation, "
                         "off by default in carlib) and count the CAR values that differ from fp32")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16-checked"),
+                   help="carlib's engine precision (default auto: checked bf16 on CPUs with "
+                        "AMX-BF16, else fp32); every choice is held to the naive fp32 values")
     p.add_argument("--paper-estimate", type=int, default=0, metavar="IMAGES",
                    help="extrapolate the paper profile's greedy cost (50,000 images, half of "
                         "conv1 and conv2) from the engine's speed on this many 224x224 images")
@@ -817,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         carlib.write_table(df, path)
         files.append(path)
         show = df[["workload", "name", "images", "filters", "naive_s", "carlib_s", "speedup",
-                   "agree", "naive_note"]]
+                   "agree", "precision", "screen_recomputed", "naive_note"]]
         rates = df[["workload", "method", "carlib_gmac", "carlib_gmac_s", "carlib_peak_frac",
                     "naive_gmac_s", "naive_peak_frac", "checked", "naive_rss_peak_mb",
                     "carlib_rss_peak_mb"]
@@ -832,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
                 cols = [c for c in ("workload", "bf16_s", "bf16_speedup", "bf16_cars_identical",
                                     "bf16_max_abs_car_diff", "bf16_same_lowest_car_filter",
                                     "bf16_gmac_s", "bf16_peak_frac") if c in df]
-                print("\n== bf16 suffix (approximate; carlib's default is exact fp32) ==")
+                print("\n== bf16 suffix, unchecked (approximate; never carlib's default) ==")
                 print(df[cols].to_string(index=False))
 
     # ---- scaling

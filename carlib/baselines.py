@@ -46,11 +46,11 @@ def car_order(car: pd.DataFrame) -> list[int]:
 
 def order_curve(model: nn.Module, layer: str, data: DataLike, order: Sequence[int], depth: int,
                 *, device: str | torch.device | None = None, topk: int = 1,
-                engine: Engine | None = None) -> pd.DataFrame:
+                engine: Engine | None = None, precision: str = "auto") -> pd.DataFrame:
     """Accuracy after pruning the first 1..``depth`` filters of ``order``.
 
     Args:
-        model, layer, data, device, topk: as :func:`carlib.car_index`.
+        model, layer, data, device, topk, precision: as :func:`carlib.car_index`.
         order: filter indices in pruning order.
         depth: how many to prune.
         engine: reuse an :class:`carlib.engine.Engine` (and its activation cache).
@@ -59,7 +59,7 @@ def order_curve(model: nn.Module, layer: str, data: DataLike, order: Sequence[in
         A DataFrame ``n_pruned`` (0..depth), ``filter`` (pruned at that point; -1 at 0),
         ``accuracy``.
     """
-    eng = engine or Engine(model, layer, data, device=device, topk=topk)
+    eng = engine or Engine(model, layer, data, device=device, topk=topk, precision=precision)
     correct, counts = eng.evaluate_prefixes([int(f) for f in order[:depth]])
     acc = (correct.sum(dim=1).double() / float(counts.sum())).numpy()
     return pd.DataFrame({"n_pruned": np.arange(depth + 1),

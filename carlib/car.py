@@ -73,6 +73,7 @@ def car_index(
     method: str = "auto",
     pair_batch: int | None = None,
     pruned: Iterable[int] = (),
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """The CAR index of every filter of ``layer`` (overall, or per class).
 
@@ -90,6 +91,9 @@ def car_index(
         pair_batch: (image, filter) pairs per forward pass after the consumer.
         pruned: filters already pruned; CAR is then relative to that network (as in one step
             of the greedy loop), and the other filters are evaluated.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16-checked"``: how the layers after the
+            pruned layer's consumer compute; every choice gives fp32's CAR values (see
+            :mod:`carlib.engine`). ``"auto"`` uses checked bf16 on CPUs with AMX-BF16.
 
     Returns:
         A DataFrame with ``filter``, ``accuracy`` (with that filter pruned) and ``car`` (base
@@ -105,7 +109,7 @@ def car_index(
     from tqdm.auto import tqdm
 
     engine = Engine(model, layer, data, device=device, batch_size=batch_size, topk=topk,
-                    method=method, pair_batch=pair_batch, cache_bytes=0)
+                    method=method, pair_batch=pair_batch, cache_bytes=0, precision=precision)
     removed = check_filters(pruned, engine.n_filters, layer)
     ks = check_filters(filters, engine.n_filters, layer) if filters is not None else [
         k for k in range(engine.n_filters) if k not in removed]
@@ -114,5 +118,6 @@ def car_index(
         base, cand, counts = engine.evaluate(removed, ks, bar)
     df = car_table(base, cand, counts, ks, per_class)
     df.attrs.update({"layer": engine.plan.layer.path, "topk": topk, "method": engine.method,
-                     "pruned": removed})
+                     "pruned": removed, "precision": engine.precision,
+                     **engine.screen_summary()})
     return df

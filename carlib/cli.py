@@ -35,6 +35,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topk", type=int, default=1, choices=(1, 5), help="top-1 (default) or top-5 accuracy")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16-checked"),
+                   help="arithmetic after the pruned layer's consumer: fp32, or bf16 with every "
+                        "undecided image recomputed in fp32 (same results); auto (default) uses "
+                        "checked bf16 on CPUs with AMX-BF16")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -123,7 +127,8 @@ def _car(args: argparse.Namespace) -> None:
     check_output_path(args.out)
     model, data = _load(args)
     df = car_index(model, args.layer, data, per_class=args.per_class, topk=args.topk,
-                   batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+                   batch_size=args.batch_size, device=args.device, progress=not args.quiet,
+                   precision=args.precision)
     write_table(df, args.out)
     print(f"base accuracy {df.attrs['base_accuracy']:.4f} on {df.attrs['n_images']} images; "
           f"{len(df)} rows written to {args.out}")
@@ -144,7 +149,7 @@ def _prune(args: argparse.Namespace) -> None:
     journal = args.journal or args.out.with_name(args.out.name + ".journal.jsonl")
     df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
                       journal=journal, batch_size=args.batch_size, device=args.device,
-                      progress=not args.quiet)
+                      progress=not args.quiet, precision=args.precision)
     write_table(df, args.out)
     print(f"accuracy {df.attrs['base_accuracy']:.4f} -> "
           f"{df['accuracy'].iloc[-1] if len(df) else df.attrs['base_accuracy']:.4f} after "

@@ -15,6 +15,20 @@ Two paths, the same numbers (the tests hold both to the naive reference):
   (image, filter) pair, with many filters folded into the batch dimension.
 * **masked** (any other model, e.g. with skip connections): the whole network runs with a
   per-row channel mask, several filters folded into the batch.
+
+Precision (fast path). ``"fp32"`` runs everything in fp32. ``"bf16-checked"`` runs the layers
+after the consumer in bf16 (the layer that produces the logits in fp32) and then recomputes in
+fp32 every (image, filter) pair whose decision bf16 cannot settle: the pair is accepted from bf16
+only when the gap between its k-th and (k+1)-th largest logit (k = ``topk``) exceeds
+``2 * screen_safety * err``, where ``err`` is the largest bf16-vs-fp32 logit difference seen so
+far (measured on the unpruned network's images in every batch and on every recomputed pair).
+Two logits more than ``2 * s * err`` apart keep their order unless one of them is off by more
+than ``s`` times the largest error ever observed, so the accepted decisions are fp32's
+(``s = screen_safety``, 4 by default; the largest ratio observed on the benchmark is in
+:attr:`Engine.screen_stats`). The tests and ``make bench`` hold it to the naive fp32 loop like
+the rest of the fast path; :attr:`Engine.screen_stats` says how many pairs were recomputed and
+how close any error came to the safety margin. ``"auto"`` (the default) picks ``"bf16-checked"``
+where bf16 is fast (CPUs with AMX-BF16), else ``"fp32"``.
 """
 
 from __future__ import annotations
@@ -32,7 +46,11 @@ from .errors import CarlibError
 from .graph import LayerPlan, analyze, run_nodes
 from .masking import FilterMask
 
-__all__ = ["Engine", "resolve_device", "count_correct", "strict_fp32"]
+__all__ = ["Engine", "resolve_device", "count_correct", "strict_fp32", "fast_bf16",
+           "PRECISIONS"]
+
+#: The engine's precisions (see the module docstring).
+PRECISIONS = ("auto", "fp32", "bf16-checked")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -46,6 +64,30 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CarlibError("device cuda requested but no GPU is available; use --device cpu")
     return dev
+
+
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether bf16 convolutions and matrix products are much faster than fp32 here.
+
+    True on CPUs with AMX-BF16 (measured on a 2-core Xeon: about 4x fp32), False elsewhere:
+    on AVX2 CPUs bf16 is emulated and slower than fp32. GPUs are not auto-selected (the
+    checked bf16 path is available there by ``precision="bf16-checked"``).
+
+    Example:
+        >>> fast_bf16("cpu") in (True, False)
+        True
+    """
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
 
 
 def count_correct(logits: torch.Tensor, labels: torch.Tensor, groups: int, num_classes: int,
@@ -119,7 +161,11 @@ class Engine:
             skip the layers in front of the consumer).
         group_bytes: activation memory per suffix pass that sets the default ``pair_batch``
             (default 256 MiB on a CPU, 2 GiB on a GPU).
-        dtype: compute dtype of the suffix (``torch.float32``; others change results).
+        dtype: compute dtype of the whole suffix (``torch.float32``); ``torch.bfloat16`` is
+            approximate (it changes CAR values) and overrides ``precision``.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16-checked"`` (see the module docstring;
+            fast path only, the masked path is always fp32).
+        screen_safety: the safety factor of ``"bf16-checked"`` (default 4).
         channels_last: run the layers after the consumer in the channels-last memory format
             (default ``None``: on the CPU only, for convolutional suffixes). Same arithmetic in
             another loop order: 1.1-1.7x faster with oneDNN on a 2-core CPU, 5-8 % slower in
@@ -131,11 +177,16 @@ class Engine:
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  pair_batch: int | None = None, topk: int = 1, method: str = "auto",
                  cache_bytes: int = 2 << 30, group_bytes: int | None = None,
-                 dtype: torch.dtype = torch.float32, channels_last: bool | None = None):
+                 dtype: torch.dtype = torch.float32, channels_last: bool | None = None,
+                 precision: str = "auto", screen_safety: float = 4.0):
         if topk < 1:
             raise CarlibError(f"topk must be at least 1, got {topk}")
         if method not in ("auto", "fast", "masked"):
             raise CarlibError(f"unknown method {method!r}; use auto, fast or masked")
+        if precision not in PRECISIONS:
+            raise CarlibError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        if not screen_safety >= 1:
+            raise CarlibError(f"screen_safety must be at least 1, got {screen_safety!r}")
         self.device = resolve_device(device)
         param = next(iter(model.parameters()), None)
         if param is not None and param.device != self.device:
@@ -176,6 +227,19 @@ class Engine:
         # multiply-accumulates of the consumer layer only (its full passes and the per-filter
         # contributions); the layers before and after it are not counted here
         self.macs = 0
+        if precision == "auto":
+            precision = "bf16-checked" if fast_bf16(self.device) else "fp32"
+        if self.method != "fast" or dtype != torch.float32:
+            precision = "fp32"
+        self.precision = precision
+        self.screen_safety = float(screen_safety)
+        self._low = self._make_low() if precision == "bf16-checked" else None
+        self._err = 0.0
+        #: ``pairs`` evaluated through the bf16 screen, ``recomputed`` in fp32, ``err`` (largest
+        #: bf16-vs-fp32 logit difference seen), ``worst_ratio`` (largest difference on a
+        #: recomputed row over the ``err`` in force when it was screened: the safety margin
+        #: holds while this stays below ``screen_safety``).
+        self.screen_stats = {"pairs": 0, "recomputed": 0, "err": 0.0, "worst_ratio": 0.0}
 
     # ------------------------------------------------------------------ public
     @torch.no_grad()
@@ -196,6 +260,15 @@ class Engine:
             if self.method == "fast":
                 return self._evaluate_fast(removed, candidates, progress)
             return self._evaluate_masked(removed, candidates, progress)
+
+    def screen_summary(self) -> dict:
+        """``screen_recomputed`` (share of the pairs recomputed in fp32) and
+        ``screen_worst_ratio`` (see :attr:`screen_stats`); empty unless ``bf16-checked``."""
+        st = self.screen_stats
+        if self.precision != "bf16-checked" or not st["pairs"]:
+            return {}
+        return {"screen_recomputed": round(st["recomputed"] / st["pairs"], 4),
+                "screen_worst_ratio": round(st["worst_ratio"], 3)}
 
     # ------------------------------------------------------------------ fast path
     def _consumer_inputs(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -270,6 +343,63 @@ class Engine:
                 return run_nodes(plan.gm, plan.suffix, env).float()
         return run_nodes(plan.gm, plan.suffix, env)
 
+    def _make_low(self) -> "object":
+        """A bf16 copy of the layers after the consumer; the module that produces the logits
+        (the last module with parameters) stays fp32 and receives fp32 inputs."""
+        gm = copy.deepcopy(self.plan.gm)
+        mods = [n.target for n in self.plan.suffix if n.op == "call_module"]
+        last = next((t for t in reversed(mods)
+                     if any(True for _ in gm.get_submodule(t).parameters())), None)
+        for t in mods:
+            if t != last:
+                gm.get_submodule(t).to(torch.bfloat16)
+        if last is not None:
+            gm.set_submodule(last, _Fp32Input(gm.get_submodule(last)))
+        return gm
+
+    def _suffix_low(self, z: torch.Tensor) -> torch.Tensor:
+        fmt = torch.channels_last if (self.channels_last and z.dim() == 4) else torch.contiguous_format
+        x = z.to(torch.bfloat16, memory_format=fmt)
+        return run_nodes(self._low, self.plan.suffix, {self.plan.consumer_node: x}).float()
+
+    def _calibrate(self, z: torch.Tensor, exact: torch.Tensor) -> None:
+        """Update the bf16 error bound from rows computed both ways (the unpruned network)."""
+        if self._low is None:
+            return
+        try:
+            low = self._suffix_low(z)
+        except (RuntimeError, TypeError):  # a suffix that cannot run in bf16: stay in fp32
+            self._low, self.precision = None, "fp32"
+            return
+        self._err = max(self._err, float((low - exact).abs().max()))
+        self.screen_stats["err"] = self._err
+
+    def _logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of the layers after the consumer; decisions identical to fp32 (module doc)."""
+        if self._low is None:
+            return self._suffix(z)
+        low = self._suffix_low(z)
+        k = self.topk
+        if low.shape[1] > k:
+            top = low.topk(k + 1, dim=1).values
+            # "not above" rather than "at most": a NaN gap is recomputed too
+            unsure = ~((top[:, k - 1] - top[:, k]) > 2.0 * self.screen_safety * self._err)
+            idx = unsure.nonzero().squeeze(1)
+        else:
+            idx = torch.arange(low.shape[0], device=low.device)
+        self.screen_stats["pairs"] += low.shape[0]
+        if idx.numel():
+            exact = self._suffix(z[idx])
+            diff = float((exact - low[idx]).abs().max())
+            if self._err > 0:
+                self.screen_stats["worst_ratio"] = max(self.screen_stats["worst_ratio"],
+                                                       diff / self._err)
+            self._err = max(self._err, diff)
+            self.screen_stats["err"] = self._err
+            self.screen_stats["recomputed"] += idx.numel()
+            low[idx] = exact
+        return low
+
     def _group_size(self, n: int, z: torch.Tensor) -> int:
         """Candidates per suffix pass: ``pair_batch`` if given; on a CPU about 256 (image,
         filter) pairs, where oneDNN runs fastest (measured, bench/README.md); on a GPU as many
@@ -292,6 +422,7 @@ class Engine:
             z = cons(self._zero(p, removed))
             self.macs += _linear_macs(cons, z)
             logits = self._suffix(z.clone())  # the suffix may start with an in-place ReLU
+            self._calibrate(z, logits)
             if base is None:
                 self.num_classes = logits.shape[1]
                 c = self.num_classes
@@ -305,7 +436,7 @@ class Engine:
                 ks = candidates[i : i + g]
                 zk = z.unsqueeze(0) - self._contributions(p, ks)
                 zk = zk.reshape(len(ks) * n, *z.shape[1:])
-                cand[i : i + len(ks)] += count_correct(self._suffix(zk), y, len(ks),
+                cand[i : i + len(ks)] += count_correct(self._logits(zk), y, len(ks),
                                                        self.num_classes, self.topk)
                 if progress is not None:
                     progress.update(len(ks) * n)
@@ -340,7 +471,9 @@ class Engine:
                     out = torch.zeros(len(order) + 1, self.num_classes, dtype=torch.long)
                     counts = torch.zeros(self.num_classes, dtype=torch.long)
                 counts += torch.bincount(y.cpu(), minlength=self.num_classes)
-                out[0] += count_correct(self._suffix(z.clone()), y, 1, self.num_classes, self.topk)[0]
+                logits = self._suffix(z.clone())
+                self._calibrate(z, logits)
+                out[0] += count_correct(logits, y, 1, self.num_classes, self.topk)[0]
                 g = self._group_size(n, z)
                 running = torch.zeros_like(z)
                 for i in range(0, len(order), g):
@@ -348,7 +481,7 @@ class Engine:
                     c = self._contributions(p, ks).cumsum(dim=0) + running.unsqueeze(0)
                     running = c[-1]
                     zk = (z.unsqueeze(0) - c).reshape(len(ks) * n, *z.shape[1:])
-                    out[1 + i : 1 + i + len(ks)] += count_correct(self._suffix(zk), y, len(ks),
+                    out[1 + i : 1 + i + len(ks)] += count_correct(self._logits(zk), y, len(ks),
                                                                   self.num_classes, self.topk)
             return out, counts
 
@@ -385,6 +518,17 @@ class Engine:
             return base, cand, counts
         finally:
             hook.remove()
+
+
+class _Fp32Input(nn.Module):
+    """Runs a module in fp32 on an input cast up from bf16 (the logits layer of the screen)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.float())
 
 
 def _linear_macs(cons: nn.Module, out: torch.Tensor) -> int:

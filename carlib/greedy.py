@@ -84,6 +84,7 @@ def greedy_prune(
     method: str = "auto",
     pair_batch: int | None = None,
     callback: Callable[[dict], None] | None = None,
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """Greedily prune ``n_remove`` filters of ``layer``, lowest CAR first (the paper's loop).
 
@@ -95,7 +96,8 @@ def greedy_prune(
         topk: accuracy used for CAR (1 or 5).
         journal: a file to journal each finished step to; an interrupted run called again
             with the same journal resumes after its last finished step (same result).
-        batch_size, device, progress, method, pair_batch: as :func:`carlib.car_index`.
+        batch_size, device, progress, method, pair_batch, precision: as
+            :func:`carlib.car_index`.
         callback: called with each new step's row (for progress reporting).
 
     Returns:
@@ -111,7 +113,7 @@ def greedy_prune(
     from tqdm.auto import tqdm
 
     engine = Engine(model, layer, data, device=device, batch_size=batch_size, topk=topk,
-                    method=method, pair_batch=pair_batch)
+                    method=method, pair_batch=pair_batch, precision=precision)
     n = engine.n_filters
     if not isinstance(n_remove, int) or n_remove < 0 or n_remove >= n:
         raise CarlibError(f"n_remove must be between 0 and {n - 1} for {layer} ({n} filters), "
@@ -152,5 +154,6 @@ def greedy_prune(
         base, _, counts = engine.evaluate([], [])
         base_accuracy = float(base.sum()) / int(counts.sum())
     df.attrs.update({"base_accuracy": base_accuracy, "layer": engine.plan.layer.path,
-                     "n_images": engine.n_images, "topk": topk, "method": engine.method})
+                     "n_images": engine.n_images, "topk": topk, "method": engine.method,
+                     "precision": engine.precision, **engine.screen_summary()})
     return df

@@ -51,6 +51,8 @@ def strip_noise(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if cell.metadata.get("tags") == []:  # papermill adds empty tag lists
+            del cell.metadata["tags"]
         if cell.cell_type != "code":
             continue
         count += 1

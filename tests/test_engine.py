@@ -123,3 +123,101 @@ def test_channels_last_matches_naive_and_leaves_the_model_alone(tv_alexnet, laye
     naive = car_index_naive(model, layer, (x, y), filters=ks, pruned=[1])
     assert (a[1].sum(dim=1).numpy() == (naive["accuracy"].to_numpy() * len(y)).round()).all()
     assert all(p.is_contiguous() for p in model.parameters()), "the caller's model is untouched"
+
+
+# ----------------------------------------------------------------------------- precision
+# "bf16-checked" runs the layers after the consumer in bf16 and recomputes in fp32 every pair
+# whose decision bf16 cannot settle; it must give the naive fp32 reference's numbers exactly.
+# These tests force each precision, so they run the same on every CPU ("auto" picks
+# "bf16-checked" only on CPUs with AMX-BF16).
+
+
+def _counts(naive, n):
+    return (naive["accuracy"].to_numpy() * n).round().astype(int)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16-checked"])
+def test_precisions_match_naive_bn_net(bn_net, layer, precision):
+    model, x, y = bn_net
+    naive = car_index_naive(model, layer, (x, y), per_class=True)
+    fast = car_index(model, layer, (x, y), per_class=True, progress=False, precision=precision)
+    assert fast.attrs["precision"] == precision
+    assert (fast[["filter", "class", "n"]].to_numpy() == naive[["filter", "class", "n"]].to_numpy()).all()
+    assert (fast["accuracy"].to_numpy() == naive["accuracy"].to_numpy()).all()
+    assert (fast["car"].to_numpy() == naive["car"].to_numpy()).all()
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2", "conv5"])
+@pytest.mark.parametrize("topk", [1, 5])
+def test_bf16_checked_matches_naive_alexnet(tv_alexnet, layer, topk):
+    model, x, y = tv_alexnet
+    n = {"conv1": 64, "conv2": 192, "conv5": 256}[layer]
+    ks = list(range(0, n, n // 8))  # 8 filters: bf16 is slow on CPUs without AMX/AVX512-BF16
+    naive = car_index_naive(model, layer, (x, y), filters=ks, pruned=[3], topk=topk)
+    eng = Engine(model, layer, (x, y), precision="bf16-checked", topk=topk)
+    base, cand, _ = eng.evaluate([3], ks)
+    assert (cand.sum(dim=1).numpy() == _counts(naive, len(y))).all()
+    assert eng.screen_stats["pairs"] == len(ks) * len(y)
+    assert eng.screen_stats["worst_ratio"] < eng.screen_safety
+
+
+@requires_tiny
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+def test_bf16_checked_screens_and_matches_naive_default_network(tiny_val_slice, layer):
+    """On the trained network most pairs are settled in bf16 (so the screen does work), the
+    rest are recomputed, and every count equals the naive fp32 loop's. Where bf16 is fast
+    (AMX) the test also shows that pure bf16 (no check) changes some counts, i.e. that the
+    check is what keeps the numbers exact."""
+    from carlib import load_model
+    from carlib.engine import fast_bf16
+
+    model = load_model("alexnet-tiny")
+    data = tiny_val_slice.subset(np.arange(100))
+    ks = list(range(0, 64, 2)) if layer == "conv1" else list(range(0, 192, 6))
+    naive = car_index_naive(model, layer, data, filters=ks)
+    n = num_images(data)
+    eng = Engine(model, layer, data, precision="bf16-checked")
+    base, cand, _ = eng.evaluate([], ks)
+    assert (cand.sum(dim=1).numpy() == _counts(naive, n)).all()
+    assert int(base.sum()) == round(naive.attrs["base_accuracy"] * n)
+    st = eng.screen_stats
+    assert st["pairs"] == len(ks) * n and 0 < st["recomputed"] < 0.5 * st["pairs"], st
+    assert 0 < st["err"] and st["worst_ratio"] < eng.screen_safety, st
+    if layer == "conv1" and fast_bf16("cpu"):
+        _, raw, _ = Engine(model, layer, tiny_val_slice, dtype=torch.bfloat16).evaluate([], list(range(64)))
+        full = car_index_naive(model, layer, tiny_val_slice)
+        assert (raw.sum(dim=1).numpy() != _counts(full, num_images(tiny_val_slice))).any(), \
+            "pure bf16 agreed everywhere: this test no longer shows what the check is for"
+
+
+def test_bf16_checked_greedy_and_curves_match_fp32(bn_net):
+    from carlib import greedy_prune_naive
+    from carlib.baselines import order_curve
+
+    model, x, y = bn_net
+    naive = greedy_prune_naive(model, "conv2", (x, y), n_remove=4)
+    checked = greedy_prune(model, "conv2", (x, y), n_remove=4, progress=False,
+                           precision="bf16-checked")
+    assert list(checked["filter"]) == list(naive["filter"])
+    assert (checked["accuracy"].to_numpy() == naive["accuracy"].to_numpy()).all()
+    order = [5, 0, 3, 7, 1]
+    a = order_curve(model, "conv2", (x, y), order, 5, precision="bf16-checked")
+    b = order_curve(model, "conv2", (x, y), order, 5, precision="fp32")
+    assert (a["accuracy"].to_numpy() == b["accuracy"].to_numpy()).all()
+
+
+def test_precision_choice_and_errors(bn_net):
+    from carlib.engine import fast_bf16
+
+    model, x, y = bn_net
+    auto = Engine(model, "conv2", (x, y))
+    assert auto.precision == ("bf16-checked" if fast_bf16("cpu") else "fp32")
+    assert Engine(model, "conv2", (x, y), method="masked", precision="bf16-checked").precision == "fp32"
+    assert Engine(model, "conv2", (x, y), dtype=torch.bfloat16, precision="bf16-checked").precision == "fp32"
+    with pytest.raises(CarlibError, match="unknown precision"):
+        Engine(model, "conv2", (x, y), precision="fp16")
+    with pytest.raises(CarlibError, match="screen_safety"):
+        Engine(model, "conv2", (x, y), precision="bf16-checked", screen_safety=0.5)
+    with pytest.raises(CarlibError, match="unknown precision"):
+        car_index(model, "conv2", (x, y), precision="half", progress=False)
