@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 import carlib
-from carlib.engine import Engine
+from carlib.engine import PRECISIONS, Engine
 from carlib.errors import CarlibError
 from carlib.graph import analyze
 from carlib.masking import mask_filters
@@ -684,7 +684,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true",
                    help="also time workloads 1, 2, 4 with the suffix in bf16 (an approximation, "
                         "off by default in carlib) and count the CAR values that differ from fp32")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16-checked"),
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="carlib's engine precision (default auto: checked bf16 on CPUs with "
                         "AMX-BF16, else fp32); every choice is held to the naive fp32 values")
     p.add_argument("--paper-estimate", type=int, default=0, metavar="IMAGES",

@@ -34,6 +34,7 @@ where bf16 is fast (CPUs with AMX-BF16), else ``"fp32"``.
 from __future__ import annotations
 
 import copy
+import functools
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -77,9 +78,12 @@ def fast_bf16(device: str | torch.device) -> bool:
         >>> fast_bf16("cpu") in (True, False)
         True
     """
-    dev = torch.device(device)
-    if dev.type != "cpu":
-        return False
+    return torch.device(device).type == "cpu" and _cpu_has_amx_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_amx_bf16() -> bool:
+    """The ``amx_bf16`` flag of /proc/cpuinfo (read once; False where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -234,7 +238,6 @@ class Engine:
         self.precision = precision
         self.screen_safety = float(screen_safety)
         self._low = self._make_low() if precision == "bf16-checked" else None
-        self._err = 0.0
         #: ``pairs`` evaluated through the bf16 screen, ``recomputed`` in fp32, ``err`` (largest
         #: bf16-vs-fp32 logit difference seen), ``worst_ratio`` (largest difference on a
         #: recomputed row over the ``err`` in force when it was screened: the safety margin
@@ -343,7 +346,7 @@ class Engine:
                 return run_nodes(plan.gm, plan.suffix, env).float()
         return run_nodes(plan.gm, plan.suffix, env)
 
-    def _make_low(self) -> "object":
+    def _make_low(self) -> "torch.fx.GraphModule":
         """A bf16 copy of the layers after the consumer; the module that produces the logits
         (the last module with parameters) stays fp32 and receives fp32 inputs."""
         gm = copy.deepcopy(self.plan.gm)
@@ -371,32 +374,31 @@ class Engine:
         except (RuntimeError, TypeError):  # a suffix that cannot run in bf16: stay in fp32
             self._low, self.precision = None, "fp32"
             return
-        self._err = max(self._err, float((low - exact).abs().max()))
-        self.screen_stats["err"] = self._err
+        st = self.screen_stats
+        st["err"] = max(st["err"], float((low - exact).abs().max()))
 
     def _logits(self, z: torch.Tensor) -> torch.Tensor:
         """Logits of the layers after the consumer; decisions identical to fp32 (module doc)."""
         if self._low is None:
             return self._suffix(z)
         low = self._suffix_low(z)
+        st = self.screen_stats
         k = self.topk
         if low.shape[1] > k:
             top = low.topk(k + 1, dim=1).values
             # "not above" rather than "at most": a NaN gap is recomputed too
-            unsure = ~((top[:, k - 1] - top[:, k]) > 2.0 * self.screen_safety * self._err)
+            unsure = ~((top[:, k - 1] - top[:, k]) > 2.0 * self.screen_safety * st["err"])
             idx = unsure.nonzero().squeeze(1)
         else:
             idx = torch.arange(low.shape[0], device=low.device)
-        self.screen_stats["pairs"] += low.shape[0]
+        st["pairs"] += low.shape[0]
         if idx.numel():
             exact = self._suffix(z[idx])
             diff = float((exact - low[idx]).abs().max())
-            if self._err > 0:
-                self.screen_stats["worst_ratio"] = max(self.screen_stats["worst_ratio"],
-                                                       diff / self._err)
-            self._err = max(self._err, diff)
-            self.screen_stats["err"] = self._err
-            self.screen_stats["recomputed"] += idx.numel()
+            if st["err"] > 0:
+                st["worst_ratio"] = max(st["worst_ratio"], diff / st["err"])
+            st["err"] = max(st["err"], diff)
+            st["recomputed"] += idx.numel()
             low[idx] = exact
         return low
 

@@ -19,7 +19,7 @@ import torch
 
 from .baselines import car_order, l1_order, order_curve, random_order
 from .car import car_index
-from .datasets import DataLike, data_fingerprint, load_dataset
+from .datasets import DataLike, _subset_per_class, data_fingerprint, load_dataset
 from .engine import Engine
 from .greedy import greedy_prune
 from .io import read_table, write_table
@@ -175,16 +175,12 @@ class Study:
         """The images of the CAR set that the greedy loop never saw (``None`` if none).
 
         Both sets are the first images of each class in dataset order (``per_class`` and
-        ``greedy_per_class``), so the held-out images are those of rank ``greedy_per_class``
-        and above within their class.
+        ``greedy_per_class``, chosen by the same rule as :func:`carlib.load_dataset`), so the
+        held-out images are the CAR images outside the first ``greedy_per_class`` of each class.
         """
         labels = np.asarray(self.data.labels)
-        rank = np.zeros(len(labels), dtype=np.int64)
-        seen: dict[int, int] = {}
-        for i, c in enumerate(labels.tolist()):
-            rank[i] = seen.get(c, 0)
-            seen[c] = rank[i] + 1
-        idx = np.flatnonzero(rank >= self.profile.greedy_per_class)
+        seen = _subset_per_class(labels, self.profile.greedy_per_class, self.data.num_classes)
+        idx = np.setdiff1d(np.arange(len(labels)), seen)
         return self.data.subset(idx) if len(idx) else None
 
     def heldout_accuracy(self, layer: str) -> pd.DataFrame:

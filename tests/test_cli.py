@@ -89,7 +89,20 @@ BAD = [
     (["prune", "--weights", "{w}", "--layer", "conv1", "--n-remove", "64", "--out", "{tmp}/a.csv"], "n_remove"),
     (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--device", "cuda:x"], "device"),
     (["car", "--layer"], "expected one argument"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--precision", "fp16"], "invalid choice"),
 ]
+
+
+def test_precision_choices_are_the_engines():
+    """The CLI lists the precisions literally (``carlib --help`` does not import torch);
+    they must stay those the engine accepts."""
+    from carlib.cli import build_parser
+    from carlib.engine import PRECISIONS
+
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for cmd in ("car", "prune"):
+        action = next(a for a in sub[cmd]._actions if a.dest == "precision")
+        assert tuple(action.choices) == PRECISIONS
 
 
 @pytest.mark.parametrize("argv,needle", BAD)
