@@ -17,7 +17,8 @@ import torch
 
 from carlib import car_index, car_index_naive, greedy_prune
 from carlib.datasets import num_images
-from carlib.engine import Engine, resolve_device, strict_fp32
+from carlib.engine import (Engine, bf16_flags, count_correct, decision_margin, resolve_device,
+                           strict_fp32)
 from carlib.errors import CarlibError
 
 from conftest import requires_tiny
@@ -129,7 +130,7 @@ def test_channels_last_matches_naive_and_leaves_the_model_alone(tv_alexnet, laye
 # "bf16-checked" runs the layers after the consumer in bf16 and recomputes in fp32 every pair
 # whose decision bf16 cannot settle; it must give the naive fp32 reference's numbers exactly.
 # These tests force each precision, so they run the same on every CPU ("auto" picks
-# "bf16-checked" only on CPUs with AMX-BF16).
+# "bf16-checked" only on CPUs with AMX-BF16 or AVX512-BF16).
 
 
 def _counts(naive, n):
@@ -167,7 +168,7 @@ def test_bf16_checked_matches_naive_alexnet(tv_alexnet, layer, topk):
 def test_bf16_checked_screens_and_matches_naive_default_network(tiny_val_slice, layer):
     """On the trained network most pairs are settled in bf16 (so the screen does work), the
     rest are recomputed, and every count equals the naive fp32 loop's. Where bf16 is fast
-    (AMX) the test also shows that pure bf16 (no check) changes some counts, i.e. that the
+    (AMX or AVX512-BF16) the test also shows that pure bf16 (no check) changes some counts, i.e. that the
     check is what keeps the numbers exact."""
     from carlib import load_model
     from carlib.engine import fast_bf16
@@ -221,3 +222,71 @@ def test_precision_choice_and_errors(bn_net):
         Engine(model, "conv2", (x, y), precision="bf16-checked", screen_safety=0.5)
     with pytest.raises(CarlibError, match="unknown precision"):
         car_index(model, "conv2", (x, y), precision="half", progress=False)
+
+
+def test_decision_margin_is_the_distance_to_another_decision():
+    logits = torch.tensor([[3.0, 1.0, 2.5, 0.0],
+                           [3.0, 2.9, 0.0, -5.0],
+                           [3.0, 2.9, 0.0, -5.0]])
+    # correct by 0.5; wrong by 8 although its two best classes are 0.1 apart; correct by 0.1
+    assert decision_margin(logits, torch.tensor([0, 3, 1])).tolist() == pytest.approx([0.5, 8.0, 0.1])
+    # top-2: label 1 of row 0 is third (2.5 is the 2nd largest other); row 1's label 1 is second
+    assert decision_margin(logits[:2], torch.tensor([1, 1]), topk=2).tolist() == pytest.approx([1.5, 2.9])
+    assert torch.isnan(decision_margin(torch.tensor([[float("nan"), 1.0]]), torch.tensor([0])))[0]
+
+
+@pytest.mark.parametrize("topk", [1, 3])
+def test_moves_within_half_the_margin_keep_every_decision(topk):
+    """What the bf16 screen relies on: if no logit moves by half the margin or more, whether the
+    row counts as correct is unchanged; a move just past half the margin can change it."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, 10, generator=g)
+    y = torch.randint(0, 10, (4000,), generator=g)
+    m = decision_margin(logits, y, topk)
+    before = count_correct(logits, y, 1, 10, topk)
+    noise = (torch.rand(4000, 10, generator=g) * 2 - 1) * (0.499 * m[:, None])
+    assert torch.equal(count_correct(logits + noise, y, 1, 10, topk), before)
+    # push the label toward the other side by just over half the margin and the k-th other
+    # toward it by as much: decisions change (with top-1, every correct row becomes wrong)
+    correct = (logits.topk(topk, dim=1).indices == y[:, None]).any(dim=1)
+    sign = torch.where(correct, -1.0, 1.0)[:, None]
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    kth = others.topk(topk, dim=1).indices[:, topk - 1 :]
+    push = torch.zeros_like(logits)
+    push.scatter_(1, y[:, None], sign * 0.501 * m[:, None])
+    push.scatter_(1, kth, -sign * 0.501 * m[:, None])
+    flipped = ((logits + push).topk(topk, dim=1).indices == y[:, None]).any(dim=1)
+    assert (flipped != correct).sum() > 100
+    if topk == 1:
+        assert (flipped != correct)[correct].all()
+
+
+def test_bf16_flags_from_cpuinfo():
+    assert bf16_flags("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n") == ("avx512_bf16",)
+    assert bf16_flags("flags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n") == ("amx_bf16", "avx512_bf16")
+    assert bf16_flags("flags\t\t: fpu sse avx2 fma\n") == ()
+    assert bf16_flags("no flags line here") == ()
+
+
+def test_an_interrupted_evaluation_leaves_nothing_behind(bn_net):
+    """Rows waiting for their fp32 recomputation belong to one call: after a call interrupted
+    before recomputing them, the next call's counts are still the naive ones."""
+    model, x, y = bn_net
+
+    class Stop(Exception):
+        pass
+
+    def interrupted(table):
+        raise Stop
+
+    # a huge safety factor sends every pair to the fp32 recomputation queue
+    eng = Engine(model, "conv2", (x, y), precision="bf16-checked", screen_safety=1e9)
+    eng._flush = interrupted
+    with pytest.raises(Stop):
+        eng.evaluate([], [0, 1, 2, 3])
+    assert eng._pending, "the test needs rows left waiting when the call was interrupted"
+    del eng._flush  # the class's method again
+    base, cand, _ = eng.evaluate([], [0, 1, 2])
+    naive = car_index_naive(model, "conv2", (x, y), filters=[0, 1, 2])
+    assert (cand.sum(dim=1).numpy() == _counts(naive, len(y))).all()
+    assert int(base.sum()) == round(naive.attrs["base_accuracy"] * len(y))
