@@ -686,7 +686,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "off by default in carlib) and count the CAR values that differ from fp32")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="carlib's engine precision (default auto: checked bf16 on CPUs with "
-                        "AMX-BF16, else fp32); every choice is held to the naive fp32 values")
+                        "AMX-BF16 or AVX512-BF16, else fp32); every choice is held to the naive "
+                        "fp32 values")
     p.add_argument("--paper-estimate", type=int, default=0, metavar="IMAGES",
                    help="extrapolate the paper profile's greedy cost (50,000 images, half of "
                         "conv1 and conv2) from the engine's speed on this many 224x224 images")

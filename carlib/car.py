@@ -93,7 +93,8 @@ def car_index(
             of the greedy loop), and the other filters are evaluated.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16-checked"``: how the layers after the
             pruned layer's consumer compute; every choice gives fp32's CAR values (see
-            :mod:`carlib.engine`). ``"auto"`` uses checked bf16 on CPUs with AMX-BF16.
+            :mod:`carlib.engine`). ``"auto"`` uses checked bf16 on CPUs with AMX-BF16 or
+            AVX512-BF16.
 
     Returns:
         A DataFrame with ``filter``, ``accuracy`` (with that filter pruned) and ``car`` (base

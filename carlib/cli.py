@@ -38,7 +38,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16-checked"),
                    help="arithmetic after the pruned layer's consumer: fp32, or bf16 with every "
                         "undecided image recomputed in fp32 (same results); auto (default) uses "
-                        "checked bf16 on CPUs with AMX-BF16")
+                        "checked bf16 on CPUs with AMX-BF16 or AVX512-BF16")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
