@@ -324,6 +324,14 @@ class Engine:
         return {"screen_recomputed": round(st["recomputed"] / st["pairs"], 4),
                 "screen_worst_ratio": round(st["worst_ratio"], 3)}
 
+    def _set_classes(self, c: int) -> None:
+        """Record the model's output width; labels must index it."""
+        lo, hi = int(self.labels.min()), int(self.labels.max())
+        if lo < 0 or hi >= c:
+            raise CarlibError(f"the labels run from {lo} to {hi} but the model has {c} outputs; "
+                              f"use labels in 0..{c - 1} (a dataset that matches the model's classes)")
+        self.num_classes = c
+
     # ------------------------------------------------------------------ fast path
     def _consumer_inputs(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(consumer input, labels) per image batch, from the cache when it exists."""
@@ -552,7 +560,7 @@ class Engine:
             logits = self._suffix(z.clone())  # the suffix may start with an in-place ReLU
             self._calibrate(z, logits)
             if base is None:
-                self.num_classes = logits.shape[1]
+                self._set_classes(logits.shape[1])
                 c = self.num_classes
                 base = torch.zeros(c, dtype=torch.long)
                 cand = torch.zeros(len(candidates), c, dtype=torch.long)
@@ -595,7 +603,7 @@ class Engine:
                 z = cons(p)
                 self.macs += _linear_macs(cons, z)
                 if out is None:
-                    self.num_classes = self._suffix(z[:1].clone()).shape[1]
+                    self._set_classes(self._suffix(z[:1].clone()).shape[1])
                     out = torch.zeros(len(order) + 1, self.num_classes, dtype=torch.long)
                     counts = torch.zeros(self.num_classes, dtype=torch.long)
                 counts += torch.bincount(y.cpu(), minlength=self.num_classes)
@@ -627,7 +635,7 @@ class Engine:
                 hook.mask = m0
                 logits = self.model(x)
                 if base is None:
-                    self.num_classes = logits.shape[1]
+                    self._set_classes(logits.shape[1])
                     c = self.num_classes
                     base = torch.zeros(c, dtype=torch.long)
                     cand = torch.zeros(len(candidates), c, dtype=torch.long)

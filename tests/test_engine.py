@@ -21,7 +21,7 @@ from carlib.engine import (Engine, bf16_flags, count_correct, decision_margin, r
                            strict_fp32)
 from carlib.errors import CarlibError
 
-from conftest import requires_tiny
+from conftest import requires_tiny, self_labeled
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 
@@ -208,6 +208,17 @@ def test_bf16_checked_greedy_and_curves_match_fp32(bn_net):
     assert (a["accuracy"].to_numpy() == b["accuracy"].to_numpy()).all()
 
 
+@pytest.mark.parametrize("method", ["fast", "masked"])
+def test_labels_outside_the_model_outputs_are_a_clear_error(bn_net, method):
+    model, x, y = bn_net  # 7 classes
+    bad = y.clone()
+    bad[0] = 7
+    with pytest.raises(CarlibError, match=r"labels run from 0 to 7 but the model has 7 outputs"):
+        Engine(model, "conv2", (x, bad), method=method).evaluate([], [0])
+    with pytest.raises(CarlibError, match="labels run from -1"):
+        Engine(model, "conv2", (x, bad - 1), method=method).evaluate_prefixes([0, 1])
+
+
 def test_precision_choice_and_errors(bn_net):
     from carlib.engine import fast_bf16
 
@@ -290,3 +301,33 @@ def test_an_interrupted_evaluation_leaves_nothing_behind(bn_net):
     naive = car_index_naive(model, "conv2", (x, y), filters=[0, 1, 2])
     assert (cand.sum(dim=1).numpy() == _counts(naive, len(y))).all()
     assert int(base.sum()) == round(naive.attrs["base_accuracy"] * len(y))
+
+
+@pytest.mark.parametrize("consumer", [
+    dict(kernel_size=3, padding=1),
+    dict(kernel_size=3, padding="same"),          # string padding: the grouped-convolution path
+    dict(kernel_size=(3, 2), stride=2, dilation=(1, 2), padding=(2, 1)),
+    dict(kernel_size=1),
+])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_consumer_geometries_match_naive(consumer, channels_last):
+    """The pruned copies of the consumer output (im2col products subtracted from it) equal the
+    naive masked network for any kernel, stride, dilation and padding, in both memory formats."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(6, 8, **consumer), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5),
+    ).eval()
+    model[-1].bias.data.zero_()  # let the input, not the bias, decide the class
+    x = torch.randn(60, 3, 12, 12)
+    y = self_labeled(model, x, keep=0.7) % 5
+    eng = Engine(model, "0", (x, y), channels_last=channels_last, precision="fp32")
+    assert eng.method == "fast" and eng.channels_last == channels_last
+    base, cand, _ = eng.evaluate([2], [0, 1, 3, 4, 5])
+    naive = car_index_naive(model, "0", (x, y), filters=[0, 1, 3, 4, 5], pruned=[2])
+    assert (cand.sum(dim=1).numpy() == _counts(naive, len(y))).all()
+    assert len(set(cand.sum(dim=1).tolist())) > 1, "pruning should change some counts"
