@@ -25,12 +25,12 @@ largest of the other logits (:func:`decision_margin`), where ``err`` is the larg
 bf16-vs-fp32 logit difference seen so far (measured on the unpruned network's images in every
 batch and on every recomputed pair). Two logits more than ``2 * s * err`` apart keep their order
 unless one of them is off by more than ``s`` times the largest error ever observed, so the
-accepted decisions are fp32's
-(``s = screen_safety``, 4 by default; the largest ratio observed on the benchmark is in
-:attr:`Engine.screen_stats`). The tests and ``make bench`` hold it to the naive fp32 loop like
-the rest of the fast path; :attr:`Engine.screen_stats` says how many pairs were recomputed and
-how close any error came to the safety margin. ``"auto"`` (the default) picks ``"bf16-checked"``
-where bf16 is fast (CPUs with AMX-BF16 or AVX512-BF16), else ``"fp32"``.
+accepted decisions are fp32's (``s = screen_safety``, 4 by default; the largest ratio observed
+on the benchmark is in :attr:`Engine.screen_stats`). The tests and ``make bench`` hold it to the
+naive fp32 loop like the rest of the fast path; :attr:`Engine.screen_stats` says how many pairs
+were recomputed and how close any error came to the safety margin. ``"auto"`` (the default)
+picks ``"bf16-checked"`` where bf16 is fast (CPUs with AMX-BF16 or AVX512-BF16), else
+``"fp32"``.
 """
 
 from __future__ import annotations
