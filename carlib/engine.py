@@ -496,7 +496,7 @@ class Engine:
         In fp32 every row is decided at once. With the bf16 screen, a row is decided from bf16
         when its :func:`decision_margin` exceeds ``2 * screen_safety * err`` (module docstring);
         the others wait, in fp32, for :meth:`_flush`, which recomputes them in batches as large
-        as a pass (small fp32 batches run up to 40 % slower per row on a 2-core CPU).
+        as a pass (a few rows at a time cost about 30 % more per row on a 2-core CPU).
         """
         if self._low is None:
             table += _tally_rows(self._suffix(zk), labels, slots, table.shape, self.topk)
