@@ -422,8 +422,9 @@ class Engine:
 
         For a convolution consumer (numeric padding) each filter's contribution is an im2col
         matrix product subtracted from ``z`` by the same call (``baddbmm``): one pass over the
-        output instead of a single-input-channel convolution and a subtraction (measured 4.3 ms
-        against 12.5 ms per 250 pairs for conv1 of alexnet-tiny on a 2-core CPU; same values).
+        output instead of a single-input-channel convolution and a subtraction (5.9 against
+        14.3 ms per 250 pairs for conv1's consumer of alexnet-tiny on a 2-core CPU, identical
+        values: ``bench/experiments/contributions_cpu.py``).
         """
         cons = self._consumer()
         if self.plan.flatten or isinstance(cons.padding, str):
@@ -450,9 +451,7 @@ class Engine:
 
     def _suffix(self, z: torch.Tensor) -> torch.Tensor:
         plan = self.plan
-        if self.channels_last and z.dim() == 4:
-            z = z.contiguous(memory_format=torch.channels_last)
-        env = {plan.consumer_node: z}
+        env = {plan.consumer_node: self._fmt(z)}
         if self.dtype != torch.float32:
             with torch.autocast(self.device.type, dtype=self.dtype):
                 return run_nodes(plan.gm, plan.suffix, env).float()
