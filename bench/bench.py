@@ -185,15 +185,36 @@ def machine_description(device: torch.device, args: argparse.Namespace) -> dict:
 
 
 def measure_peak(device: torch.device, n: int, repeats: int = 3,
-                 dtype: torch.dtype = torch.float32) -> float:
-    """GMAC/s of an ``n x n @ n x n`` matrix product in ``dtype``: best of ``repeats`` after a
-    warm-up (fp32 with TF32 off, see :func:`main`)."""
+                 dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """GMAC/s of the fastest dense kernels in ``dtype`` (best of ``repeats`` after a warm-up;
+    fp32 with TF32 off, see :func:`main`).
+
+    Timed: an ``n x n @ n x n`` matrix product (``mm``), and a 3x3 convolution of 256 to 256
+    channels, channels-last, on a batch of ``n / 64`` 16x16 maps (``conv3x3``: the kernel
+    class the suffix of AlexNet runs). On a 2-core Zen 4, oneDNN's convolutions run 20-40 %
+    faster than the BLAS product, so a product alone under-states the peak (fractions above 1).
+
+    Returns:
+        ``{"mm": ..., "conv3x3": ..., "peak": max of both}``.
+    """
+    import torch.nn.functional as F
+
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)
-    torch.mm(a, b)  # warm-up
-    best = min(timed(lambda: torch.mm(a, b), device)[0] for _ in range(repeats))
-    return n**3 / best / 1e9
+    fmt = torch.channels_last
+    batch = max(1, n // 64)
+    x = torch.randn(batch, 256, 16, 16, generator=g).to(device, dtype).contiguous(memory_format=fmt)
+    w = torch.randn(256, 256, 3, 3, generator=g).to(device, dtype).contiguous(memory_format=fmt)
+    kernels = {"mm": (lambda: torch.mm(a, b), n**3),
+               "conv3x3": (lambda: F.conv2d(x, w, padding=1), batch * 256 * 256 * 9 * 16 * 16)}
+    rates = {}
+    for name, (fn, macs) in kernels.items():
+        fn()  # warm-up
+        best = min(timed(fn, device)[0] for _ in range(repeats))
+        rates[name] = macs / best / 1e9
+    rates["peak"] = max(rates.values())
+    return rates
 
 
 # ----------------------------------------------------------------------------- MAC accounting
@@ -222,6 +243,8 @@ class MacModel:
         self.prefix = sum(macs[: i + 1])
         self.consumer = macs[j]
         self.suffix = sum(macs[j + 1 :])
+        # the layer that produces the logits: the checked-bf16 screen keeps it in fp32
+        self.last = macs[-1] if len(macs) > j + 1 else 0
 
     def naive(self, n_images: int, passes: int) -> int:
         """The naive loop: the full network per image per pass."""
@@ -237,6 +260,23 @@ class MacModel:
         the engine counter, and the suffix once for the network plus once per candidate."""
         pre = 0 if prefix_cached else n_images * self.prefix
         return pre + self.engine_counter(n_images, candidates) + n_images * self.suffix * (1 + candidates)
+
+    def executed(self, n_images: int, candidates: int, *, prefix_cached: bool = False,
+                 precision: str = "fp32", recomputed: float = 0.0) -> tuple[int, int]:
+        """``(fp32 MACs, bf16 MACs)`` the fast path executes in one evaluate call.
+
+        In fp32 this is :meth:`fast_evaluate`. With ``bf16-checked`` the network's suffix also
+        runs once in bf16 (the calibration of the error bound), every candidate's suffix runs
+        in bf16 but for its last layer, and the ``recomputed`` share of the candidates runs
+        the suffix again in fp32.
+        """
+        if precision != "bf16-checked":
+            return self.fast_evaluate(n_images, candidates, prefix_cached), 0
+        pairs = n_images * candidates
+        fp32 = (self.fast_evaluate(n_images, 0, prefix_cached)
+                + self.engine_counter(n_images, candidates) - self.engine_counter(n_images, 0)
+                + (n_images + pairs) * self.last + round(recomputed * pairs) * self.suffix)
+        return fp32, (n_images + pairs) * (self.suffix - self.last)
 
 
 # ----------------------------------------------------------------------------- the naive side
@@ -264,6 +304,15 @@ def naive_car(model: torch.nn.Module, layer: str, x: torch.Tensor, y: torch.Tens
     return base, {k: naive_correct(model, layer, x, y, pruned + [k]) for k in filters}
 
 
+def _share(v: object) -> float:
+    """A recomputed share from a table cell (NaN or missing: 0)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if math.isnan(f) else f
+
+
 def car_values(base: int, correct: dict[int, int], n: int) -> dict[int, tuple[float, float]]:
     """``(accuracy, car)`` per filter, computed as :func:`carlib.car.car_table` computes them."""
     base_acc = float(base) / n
@@ -276,6 +325,8 @@ def car_values(base: int, correct: dict[int, int], n: int) -> dict[int, tuple[fl
 class Bench:
     def __init__(self, args: argparse.Namespace, device: torch.device, peak: float,
                  peak_bf16: float | None = None):
+        """``peak`` and ``peak_bf16``: GMAC/s of the fastest fp32 and bf16 kernels measured in
+        this run (:func:`measure_peak`); ``peak_bf16`` None where bf16 was not timed."""
         self.args = args
         self.device = device
         self.peak = peak
@@ -290,14 +341,24 @@ class Bench:
         row["screen_recomputed"] = attrs.get("screen_recomputed", float("nan"))
         row["screen_worst_ratio"] = attrs.get("screen_worst_ratio", float("nan"))
 
-    def _rates(self, row: dict, side: str, macs: int | None, seconds: float) -> None:
+    def _rates(self, row: dict, side: str, macs: int | None, seconds: float,
+               bf16_macs: int = 0) -> None:
+        """Executed work (``macs`` in fp32 plus ``bf16_macs`` in bf16), its rate, and the
+        fraction of peak: the time the work would take at the measured peak of each precision
+        over the time it took (with no bf16 work, the rate over the fp32 peak)."""
+        if side == "carlib":
+            row["carlib_bf16_gmac"] = round(bf16_macs / 1e9, 3)
         if macs is None:
             row[f"{side}_gmac"] = row[f"{side}_gmac_s"] = row[f"{side}_peak_frac"] = float("nan")
             return
-        row[f"{side}_gmac"] = round(macs / 1e9, 3)
-        rate = macs / seconds / 1e9 if seconds > 0 else float("nan")
-        row[f"{side}_gmac_s"] = round(rate, 2)
-        row[f"{side}_peak_frac"] = round(rate / self.peak, 3)
+        row[f"{side}_gmac"] = round((macs + bf16_macs) / 1e9, 3)
+        ok = seconds > 0
+        row[f"{side}_gmac_s"] = round((macs + bf16_macs) / seconds / 1e9, 2) if ok else float("nan")
+        if not ok or (bf16_macs and not self.peak_bf16):
+            row[f"{side}_peak_frac"] = float("nan")
+            return
+        at_peak = macs / (self.peak * 1e9) + (bf16_macs / (self.peak_bf16 * 1e9) if bf16_macs else 0.0)
+        row[f"{side}_peak_frac"] = round(at_peak / seconds, 3)
 
     def _warmup(self, model, layer, x, y, macm: MacModel) -> bool | None:
         """Run both sides once on a small slice (not timed); check the engine's MAC counter
@@ -362,9 +423,12 @@ class Bench:
             "base_accuracy": df.attrs["base_accuracy"],
             "macs_counter_ok": macs_ok,
         })
-        fast_macs = (macm.fast_evaluate(n, len(filters)) if row["method"] == "fast"
-                     else macm.naive(n, 1 + len(filters)))
-        self._rates(row, "carlib", fast_macs, t_car)
+        if row["method"] == "fast":
+            fast_macs, bf16_macs = macm.executed(n, len(filters), precision=row["precision"],
+                                                 recomputed=_share(row["screen_recomputed"]))
+        else:
+            fast_macs, bf16_macs = macm.naive(n, 1 + len(filters)), 0
+        self._rates(row, "carlib", fast_macs, t_car, bf16_macs)
         self._rates(row, "naive", macm.naive(n, 1 + len(filters)), naive_s)
         if args.bf16:
             self._bf16(row, model, layer, x, y, filters, df, fast_macs, naive_s)
@@ -525,11 +589,14 @@ class Bench:
         if check_engine.method == "fast":
             # greedy_prune caches the consumer inputs (default cache_bytes 2 GiB) when they fit
             cached = self._consumer_input_bytes(model, layer, x) * n <= (2 << 30)
-            fast_macs = sum(macm.fast_evaluate(n, nf - s, prefix_cached=cached and s > 0)
-                            for s in range(steps))
+            split = [macm.executed(n, nf - s, prefix_cached=cached and s > 0,
+                                   precision=row["precision"],
+                                   recomputed=_share(row["screen_recomputed"]))
+                     for s in range(steps)]
+            fast_macs, bf16_macs = sum(f for f, _ in split), sum(b for _, b in split)
         else:
-            fast_macs = macm.naive(n, total_passes)
-        self._rates(row, "carlib", fast_macs, t_car)
+            fast_macs, bf16_macs = macm.naive(n, total_passes), 0
+        self._rates(row, "carlib", fast_macs, t_car, bf16_macs)
         self._rates(row, "naive", macm.naive(n, total_passes), naive_s)
         row["rss_maxrss_mb"] = round(maxrss_mb(), 1)
         self.rows.append(row)
@@ -577,10 +644,13 @@ class Bench:
             if (n, k) in done:  # the shared corner of both axes: measured once
                 rows.append({**done[(n, k)], "axis": axis})
                 return
-            t, _ = timed(lambda: carlib.car_index(model, layer, (x[:n], y[:n]), filters=range(k),
-                                                  batch_size=CARLIB_BATCH, device=dev,
-                                                  progress=False), dev)
-            macs = macm.fast_evaluate(n, k) if macm.fast else macm.naive(n, 1 + k)
+            t, df = timed(lambda: carlib.car_index(model, layer, (x[:n], y[:n]), filters=range(k),
+                                                   batch_size=CARLIB_BATCH, device=dev,
+                                                   progress=False, precision=args.precision), dev)
+            precision = df.attrs.get("precision", "fp32")
+            macs = (sum(macm.executed(n, k, precision=precision,
+                                      recomputed=_share(df.attrs.get("screen_recomputed"))))
+                    if macm.fast else macm.naive(n, 1 + k))
             rows.append({"axis": axis, "images": n, "filters": k, "seconds": round(t, 4),
                          "gmac": round(macs / 1e9, 3), "gmac_s": round(macs / t / 1e9, 2)})
             done[(n, k)] = rows[-1]
@@ -677,8 +747,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default 8,16,32,64; quick 2,4,8)")
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling run and figure")
     p.add_argument("--peak-size", type=int, default=None,
-                   help="n of the n x n fp32 matrix product timed as the peak "
-                        "(default 4096 on CPU, 8192 on a GPU; quick 2048)")
+                   help="n of the n x n matrix product timed for the peak, beside a 3x3 "
+                        "convolution on n/64 images (default 4096 on CPU, 8192 on a GPU; quick 2048)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's, i.e. OMP_NUM_THREADS or the core count)")
     p.add_argument("--seed", type=int, default=0, help="seed of torch and numpy (default 0)")
     p.add_argument("--bf16", action="store_true",
@@ -768,17 +838,22 @@ def main(argv: list[str] | None = None) -> int:
           + (f" ({machine['gpu']})" if machine["gpu"] else "")
           + (f", load average {machine['load_average_at_start']}" if machine["load_average_at_start"] else ""),
           flush=True)
-    peak = measure_peak(device, args.peak_size)
-    machine.update({"peak_matmul_n": args.peak_size, "peak_gmac_s": round(peak, 2)})
-    print(f"peak: {args.peak_size}x{args.peak_size} fp32 matmul, best of 3: {peak:.1f} GMAC/s",
-          flush=True)
-
-    peak_bf16 = None
-    if args.bf16:
-        peak_bf16 = measure_peak(device, args.peak_size, dtype=torch.bfloat16)
-        machine["peak_bf16_gmac_s"] = round(peak_bf16, 2)
-        print(f"peak: {args.peak_size}x{args.peak_size} bf16 matmul, best of 3: "
-              f"{peak_bf16:.1f} GMAC/s", flush=True)
+    peaks = {"fp32": measure_peak(device, args.peak_size)}
+    # bf16 is timed where carlib may compute in it (auto picks checked bf16 on CPUs with fast
+    # bf16) or --bf16 asks for the unchecked variant; elsewhere a bf16 product is slow to time
+    if args.bf16 or args.precision == "bf16-checked" or (
+            args.precision == "auto" and carlib.engine.fast_bf16(device)):
+        peaks["bf16"] = measure_peak(device, args.peak_size, dtype=torch.bfloat16)
+    machine["peak_matmul_n"] = args.peak_size
+    for prec, r in peaks.items():
+        sfx = "" if prec == "fp32" else "_bf16"
+        machine[f"peak{sfx}_gmac_s"] = round(r["peak"], 2)
+        machine[f"peak{sfx}_mm_gmac_s"] = round(r["mm"], 2)
+        machine[f"peak{sfx}_conv3x3_gmac_s"] = round(r["conv3x3"], 2)
+        print(f"peak {prec}: {r['peak']:.1f} GMAC/s (best of 3: {args.peak_size}^3 matmul "
+              f"{r['mm']:.1f}, 3x3 convolution {r['conv3x3']:.1f})", flush=True)
+    peak = peaks["fp32"]["peak"]
+    peak_bf16 = peaks["bf16"]["peak"] if "bf16" in peaks else None
     bench = Bench(args, device, peak, peak_bf16)
     tiny_needed = any(w in args.workloads for w in (1, 2, 3)) or not args.no_scaling
     tiny_model = tiny_x = tiny_y = None
@@ -828,22 +903,24 @@ def main(argv: list[str] | None = None) -> int:
     if bench.rows:
         df = pd.DataFrame(bench.rows)
         for k in ("host", "cpu", "cpu_cores", "torch_threads", "device", "gpu", "torch",
-                  "peak_gmac_s", "date_utc"):
-            df[k] = machine[k]
+                  "peak_gmac_s", "peak_bf16_gmac_s", "date_utc"):
+            df[k] = machine.get(k, float("nan"))
         path = args.out / f"bench-{tag}.csv"
         carlib.write_table(df, path)
         files.append(path)
         show = df[["workload", "name", "images", "filters", "naive_s", "carlib_s", "speedup",
                    "agree", "precision", "screen_recomputed", "naive_note"]]
-        rates = df[["workload", "method", "carlib_gmac", "carlib_gmac_s", "carlib_peak_frac",
+        rates = df[["workload", "method", "carlib_gmac", "carlib_bf16_gmac", "carlib_gmac_s",
+                    "carlib_peak_frac",
                     "naive_gmac_s", "naive_peak_frac", "checked", "naive_rss_peak_mb",
                     "carlib_rss_peak_mb"]
                    + [c for c in ("naive_gpu_peak_mb", "carlib_gpu_peak_mb") if c in df]]
         with pd.option_context("display.width", 250, "display.max_colwidth", 80):
             print("\n== timings (naive_s extrapolated where naive_note says so) ==")
             print(show.to_string(index=False))
-            print(f"\n== executed work and memory (peak {peak:.1f} GMAC/s = "
-                  f"{args.peak_size}^3 fp32 matmul) ==")
+            bf = f", bf16 {peak_bf16:.1f}" if peak_bf16 else ""
+            print(f"\n== executed work and memory (peak GMAC/s: fp32 {peak:.1f}{bf}; "
+                  "peak_frac = time at those peaks / time taken) ==")
             print(rates.to_string(index=False))
             if args.bf16:
                 cols = [c for c in ("workload", "bf16_s", "bf16_speedup", "bf16_cars_identical",
