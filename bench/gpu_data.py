@@ -1,0 +1,70 @@
+"""Copy the Tiny ImageNet val images the benchmark uses to a small folder a GPU machine can take.
+
+A GPU machine lent through the workplace's device tool receives the repository only (at most
+64 MiB), not ``../shared/data``. Workloads 1-3 of ``bench/bench.py`` read the first 10 val images
+of every class (2,000 images); this script writes exactly those, with ``wnids.txt``, ``words.txt``
+and a ``val_annotations.txt`` that lists only them, to ``.gpu-data/tiny-imagenet-200`` (about
+8 MB, git-ignored). ``load_dataset("tiny-imagenet", "val", per_class=10)`` with
+``CARLIB_DATA_DIR=.gpu-data`` then returns the same images in the same order (checked at the end).
+
+Usage (here, then name ``.gpu-data`` in the device call's ``carry``)::
+
+    CARLIB_DATA_DIR=../shared/data .venv/bin/python bench/gpu_data.py [--per-class 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import carlib
+from carlib.datasets import _find_tiny_imagenet
+
+OUT = Path(__file__).resolve().parents[1] / ".gpu-data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--per-class", type=int, default=10)
+    args = p.parse_args(argv)
+    src = _find_tiny_imagenet(progress=False)
+    wnids = sorted(w.strip() for w in (src / "wnids.txt").read_text().split() if w.strip())
+    rows = []
+    for line in (src / "val" / "val_annotations.txt").read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            rows.append((int(parts[0].split("_")[1].split(".")[0]), line, parts[0], parts[1]))
+    rows.sort()
+    taken = {w: 0 for w in wnids}
+    keep = []
+    for _, line, fname, w in rows:
+        if taken[w] < args.per_class:
+            taken[w] += 1
+            keep.append((line, fname))
+    dst = OUT / "tiny-imagenet-200"
+    if dst.exists():
+        shutil.rmtree(dst)
+    (dst / "val" / "images").mkdir(parents=True)
+    for name in ("wnids.txt", "words.txt"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    (dst / "val" / "val_annotations.txt").write_text("".join(line + "\n" for line, _ in keep))
+    for _, fname in keep:
+        shutil.copy2(src / "val" / "images" / fname, dst / "val" / "images" / fname)
+    full = carlib.load_dataset("tiny-imagenet", "val", per_class=args.per_class, progress=False)
+    os.environ["CARLIB_DATA_DIR"] = str(OUT)
+    small = carlib.load_dataset("tiny-imagenet", "val", per_class=args.per_class, progress=False)
+    same = np.array_equal(full.images, small.images) and np.array_equal(full.labels, small.labels)
+    size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
+    print(f"{len(keep)} images, {size / 2**20:.1f} MiB in {dst}; identical to the full set's "
+          f"per_class={args.per_class} subset: {same}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
