@@ -6,6 +6,7 @@ what the engine really runs, and the smoke run checks the table it writes.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import math
 import subprocess
@@ -55,7 +56,7 @@ def test_executed_macs_match_torch_flop_counter(bench, precision):
 
 
 def test_peak_fraction_weighs_each_precision_by_its_own_peak(bench):
-    b = bench.Bench(argparse_namespace(), torch.device("cpu"), peak=100.0, peak_bf16=200.0)
+    b = bench.Bench(argparse.Namespace(), torch.device("cpu"), peak=100.0, peak_bf16=200.0)
     row: dict = {}
     # 100 GMAC fp32 (1 s at peak) + 400 GMAC bf16 (2 s at peak) in 6 s: half the peak
     b._rates(row, "carlib", 100 * 10**9, 6.0, bf16_macs=400 * 10**9)
@@ -64,12 +65,6 @@ def test_peak_fraction_weighs_each_precision_by_its_own_peak(bench):
     b.peak_bf16 = None  # bf16 work but no bf16 peak timed: no fraction rather than a wrong one
     b._rates(row, "carlib", 100 * 10**9, 6.0, bf16_macs=400 * 10**9)
     assert math.isnan(row["carlib_peak_frac"])
-
-
-def argparse_namespace():
-    import argparse
-
-    return argparse.Namespace()
 
 
 def test_quick_run_writes_an_agreeing_table(tmp_path):
