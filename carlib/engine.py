@@ -353,12 +353,17 @@ class Engine:
         if total <= self.cache_bytes:
             self._cache = keep
 
-    def _fmt(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` in the memory format of the fast path (channels-last for 4-D tensors when
-        :attr:`channels_last`)."""
+    def _memory_format(self, t: torch.Tensor) -> torch.memory_format:
+        """The fast path's memory format for a tensor shaped like ``t`` (channels-last for 4-D
+        tensors when :attr:`channels_last`)."""
         if self.channels_last and t.dim() == 4:
-            return t.contiguous(memory_format=torch.channels_last)
-        return t
+            return torch.channels_last
+        return torch.contiguous_format
+
+    def _fmt(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` in the fast path's memory format (unchanged unless that is channels-last)."""
+        fmt = self._memory_format(t)
+        return t.contiguous(memory_format=fmt) if fmt == torch.channels_last else t
 
     def _consumer(self) -> nn.Module:
         return self.plan.gm.get_submodule(self.plan.consumer)
@@ -412,9 +417,8 @@ class Engine:
         return zk
 
     def _pairs_buffer(self, z: torch.Tensor, g: int) -> torch.Tensor:
-        fmt = torch.channels_last if (self.channels_last and z.dim() == 4) else torch.contiguous_format
         return torch.empty((z.shape[0] * g, *z.shape[1:]), dtype=z.dtype, device=z.device,
-                           memory_format=fmt)
+                           memory_format=self._memory_format(z))
 
     def _without_each(self, p: torch.Tensor, z: torch.Tensor, ks: list[int]) -> torch.Tensor:
         """The consumer output ``z`` with each filter of ``ks`` pruned in turn: ``(N * G, ...)``,
@@ -472,8 +476,7 @@ class Engine:
         return gm
 
     def _suffix_low(self, z: torch.Tensor) -> torch.Tensor:
-        fmt = torch.channels_last if (self.channels_last and z.dim() == 4) else torch.contiguous_format
-        x = z.to(torch.bfloat16, memory_format=fmt)
+        x = z.to(torch.bfloat16, memory_format=self._memory_format(z))
         return run_nodes(self._low, self.plan.suffix, {self.plan.consumer_node: x}).float()
 
     def _calibrate(self, z: torch.Tensor, exact: torch.Tensor) -> None:
