@@ -18,12 +18,13 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 import carlib
-from carlib.datasets import _find_tiny_imagenet
+from carlib.datasets import _find_tiny_imagenet, _subset_per_class, _tiny_listing
 
 OUT = Path(__file__).resolve().parents[1] / ".gpu-data"
 
@@ -34,18 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     src = _find_tiny_imagenet(progress=False)
     wnids = sorted(w.strip() for w in (src / "wnids.txt").read_text().split() if w.strip())
-    rows = []
-    for line in (src / "val" / "val_annotations.txt").read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 2:
-            rows.append((int(parts[0].split("_")[1].split(".")[0]), line, parts[0], parts[1]))
-    rows.sort()
-    taken = {w: 0 for w in wnids}
-    keep = []
-    for _, line, fname, w in rows:
-        if taken[w] < args.per_class:
-            taken[w] += 1
-            keep.append((line, fname))
+    # the loader's own listing and subset: the copy holds exactly what per_class selects
+    paths, labels = _tiny_listing(src, "val", wnids)
+    keep = _subset_per_class(labels, args.per_class, len(wnids))
     dst = OUT / "tiny-imagenet-200"
     if dst.exists():
         shutil.rmtree(dst)
@@ -53,12 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("wnids.txt", "words.txt"):
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
-    (dst / "val" / "val_annotations.txt").write_text("".join(line + "\n" for line, _ in keep))
-    for _, fname in keep:
-        shutil.copy2(src / "val" / "images" / fname, dst / "val" / "images" / fname)
+    (dst / "val" / "val_annotations.txt").write_text(
+        "".join(f"{paths[i].name}\t{wnids[labels[i]]}\n" for i in keep))
+    for i in keep:
+        shutil.copy2(paths[i], dst / "val" / "images" / paths[i].name)
     full = carlib.load_dataset("tiny-imagenet", "val", per_class=args.per_class, progress=False)
-    os.environ["CARLIB_DATA_DIR"] = str(OUT)
-    small = carlib.load_dataset("tiny-imagenet", "val", per_class=args.per_class, progress=False)
+    # decode the copy afresh: a decoded-pixel cache of an earlier copy at this path would
+    # otherwise answer for it
+    with tempfile.TemporaryDirectory() as home:
+        os.environ.update(CARLIB_DATA_DIR=str(OUT), CARLIB_HOME=home)
+        small = carlib.load_dataset("tiny-imagenet", "val", per_class=args.per_class,
+                                    progress=False)
     same = np.array_equal(full.images, small.images) and np.array_equal(full.labels, small.labels)
     size = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file())
     print(f"{len(keep)} images, {size / 2**20:.1f} MiB in {dst}; identical to the full set's "
