@@ -29,7 +29,7 @@ test-fast: setup ## run the unit tests only
 	$(BIN)/python -m pytest -q tests
 
 reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|smoke|paper]
-	$(BIN)/python -m carlib.reproduce --profile $(PROFILE)
+	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE)
 
 bench: setup ## benchmark the CAR engine against the naive loop (bench/results/)
 	$(BIN)/python bench/bench.py

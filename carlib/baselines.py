@@ -8,14 +8,14 @@ sorted by their CAR on the unpruned network), a cheap stand-in for greedy beyond
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .datasets import DataLike
+from .data import DataLike
 from .engine import Engine
 from .layers import resolve_layer
 

@@ -12,16 +12,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .datasets import DataLike
+from .data import DataLike
 from .engine import Engine
-from .masking import check_filters
+from .graph import LayerPlan
+from .layers import check_filters
 
 __all__ = ["car_index", "car_table"]
 
 
 def car_table(base: torch.Tensor, cand: torch.Tensor, counts: torch.Tensor, filters: list[int],
               per_class: bool) -> pd.DataFrame:
-    """Build the CAR table from correct counts (shared by the engine and the naive reference).
+    """Build the CAR table from correct counts.
 
     Args:
         base: correct images per class of the unpruned network, ``(classes,)``.
@@ -61,7 +62,7 @@ def car_table(base: torch.Tensor, cand: torch.Tensor, counts: torch.Tensor, filt
 
 def car_index(
     model: nn.Module,
-    layer: str,
+    layer: str | LayerPlan,
     data: DataLike,
     *,
     per_class: bool = False,
@@ -79,7 +80,8 @@ def car_index(
 
     Args:
         model: the network (any ``nn.Module``; use :func:`carlib.load_model` for names).
-        layer: alias (``conv1``) or module path (``features.0``).
+        layer: alias (``conv1``), module path (``features.0``) or a
+            :class:`~carlib.graph.LayerPlan` of ``model``.
         data: a carlib dataset or a pair ``(images, labels)`` of normalized tensors.
         per_class: also split by class (a long table, one row per filter and class).
         filters: only these filters (default: all).
@@ -111,10 +113,11 @@ def car_index(
 
     engine = Engine(model, layer, data, device=device, batch_size=batch_size, topk=topk,
                     method=method, pair_batch=pair_batch, cache_bytes=0, precision=precision)
-    removed = check_filters(pruned, engine.n_filters, layer)
-    ks = check_filters(filters, engine.n_filters, layer) if filters is not None else [
+    name = engine.plan.layer.alias if isinstance(layer, LayerPlan) else layer
+    removed = check_filters(pruned, engine.n_filters, name)
+    ks = check_filters(filters, engine.n_filters, name) if filters is not None else [
         k for k in range(engine.n_filters) if k not in removed]
-    with tqdm(total=len(ks) * engine.n_images, desc=f"CAR {layer}", unit="img",
+    with tqdm(total=len(ks) * engine.n_images, desc=f"CAR {name}", unit="img",
               unit_scale=True, disable=not progress, mininterval=1.0) as bar:
         base, cand, counts = engine.evaluate(removed, ks, bar)
     df = car_table(base, cand, counts, ks, per_class)

@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from .engine.core import PRECISIONS
 from .errors import CarlibError
 
 __all__ = ["main", "build_parser"]
@@ -34,8 +35,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", required=True, help="conv1, conv2, ... or a module path such as features.0")
     p.add_argument("--topk", type=int, default=1, choices=(1, 5), help="top-1 (default) or top-5 accuracy")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 256)")
-    p.add_argument("--device", default=None, help="cpu (default) or cuda")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16-checked"),
+    p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or auto (the GPU when present)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="arithmetic after the pruned layer's consumer: fp32, or bf16 with every "
                         "undecided image recomputed in fp32 (same results); auto (default) uses "
                         "checked bf16 on CPUs with AMX-BF16 or AVX512-BF16")
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(Abbasi-Asl & Yu, 2017).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    i = sub.add_parser("info", help="models, datasets, profiles; a model's convolution layers")
+    i = sub.add_parser("info", help="models and datasets; a model's convolution layers")
     i.add_argument("--model", default=None, help="list this model's convolution layers")
     i.add_argument("--weights", type=Path, default=None)
 
@@ -79,21 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from .datasets import DATASETS
+    from .data import DATASETS
     from .layers import layer_table
     from .models import MODELS, load_model
-    from .profiles import PROFILES
+    from .pruning import count
 
     if args.model is None:
         print("models:   " + ", ".join(MODELS) + " (and any torchvision classification model)")
         print("datasets: " + ", ".join(DATASETS))
-        for name, prof in PROFILES.items():
-            print(f"profile {name}: {prof.model} on {prof.dataset} {prof.split}, "
-                  f"{prof.per_class} images/class, greedy {prof.greedy_steps}, {prof.device}")
+        print("profiles: python -m carlib.analysis.reproduce --list (make reproduce PROFILE=...)")
         return
-    from .pruning import count
-    from .profiles import PROFILES as P
-
     model = load_model(args.model, weights=args.weights)
     size = (3, 64, 64) if args.model == "alexnet-tiny" else (3, 224, 224)
     print(layer_table(model).to_string(index=False))
@@ -102,19 +98,19 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from .datasets import load_dataset
+    """The model and data of a ``car`` or ``prune`` run, every argument checked by the library
+    before the data is decoded."""
+    from .data import load_dataset
+    from .engine import resolve_device
+    from .greedy import check_n_remove
+    from .layers import resolve_layer
     from .models import load_model
 
-    from .engine import resolve_device
-    from .layers import resolve_layer
-
     model = load_model(args.model, weights=args.weights)
-    layer = resolve_layer(model, args.layer)  # fail fast, before data is decoded
+    layer = resolve_layer(model, args.layer)
     resolve_device(args.device)
-    n_remove = getattr(args, "n_remove", None)
-    if n_remove is not None and not 0 <= n_remove < layer.filters:
-        raise CarlibError(f"n_remove must be between 0 and {layer.filters - 1} for {args.layer} "
-                          f"({layer.filters} filters), got {n_remove}")
+    if getattr(args, "n_remove", None) is not None:
+        check_n_remove(args.n_remove, layer.filters, args.layer)
     data = load_dataset(args.dataset, args.split, per_class=args.per_class_images,
                         progress=not args.quiet)
     return model, data
@@ -122,7 +118,7 @@ def _load(args: argparse.Namespace):
 
 def _car(args: argparse.Namespace) -> None:
     from .car import car_index
-    from .io import check_output_path, write_table
+    from .tables import check_output_path, write_table
 
     check_output_path(args.out)
     model, data = _load(args)
@@ -137,14 +133,14 @@ def _car(args: argparse.Namespace) -> None:
 def _prune(args: argparse.Namespace) -> None:
     import torch
 
+    from .files import atomic_path, check_writable
     from .greedy import greedy_prune
-    from .io import check_output_path, write_table
-    from .pruning import count, prune_filters
+    from .pruning import prune_filters
+    from .tables import check_output_path, write_table
 
     check_output_path(args.out)
-    if args.save_model is not None and not args.save_model.parent.is_dir():
-        raise CarlibError(f"cannot write {args.save_model}: folder {args.save_model.parent} "
-                          "does not exist; create it first")
+    if args.save_model is not None:
+        check_writable(args.save_model)
     model, data = _load(args)
     journal = args.journal or args.out.with_name(args.out.name + ".journal.jsonl")
     df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
@@ -155,13 +151,9 @@ def _prune(args: argparse.Namespace) -> None:
           f"{df['accuracy'].iloc[-1] if len(df) else df.attrs['base_accuracy']:.4f} after "
           f"pruning {len(df)} filters of {args.layer}; steps written to {args.out}")
     if args.save_model is not None:
-        import os
-
         small = prune_filters(model, args.layer, df["filter"].tolist())
-        size = tuple(next(iter(data))[0].shape) if isinstance(data, tuple) else None
-        tmp = args.save_model.with_name(args.save_model.name + ".tmp")
-        torch.save(small.state_dict(), tmp)
-        os.replace(tmp, args.save_model)
+        with atomic_path(args.save_model) as tmp:
+            torch.save(small.state_dict(), tmp)
         print(f"pruned network saved to {args.save_model}")
 
 

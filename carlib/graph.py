@@ -17,9 +17,8 @@ order of modules (masking still works; structural pruning and the fast path do n
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -50,6 +49,7 @@ class LayerPlan:
     """The analysis of one convolution (see the module docstring).
 
     Attributes:
+        model: the analyzed network.
         layer: the convolution (alias, path, module).
         norm: module path of the BatchNorm that follows it, if any.
         mask_module: module path whose forward output is masked to prune filters.
@@ -62,10 +62,11 @@ class LayerPlan:
         fast_reason: why the fast path is unavailable (``None`` when it is available).
     """
 
+    model: nn.Module = field(repr=False)
     layer: ConvLayer
     norm: str | None
     mask_module: str
-    gm: fx.GraphModule | None = None
+    gm: fx.GraphModule | None = field(default=None, repr=False)
     prefix: list[fx.Node] = field(default_factory=list)
     mask_node: fx.Node | None = None
     between: list[fx.Node] = field(default_factory=list)
@@ -81,14 +82,20 @@ class LayerPlan:
         return self.fast_reason is None
 
 
-def _is_zero_act(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
+def _matches(node: fx.Node, mods: dict[str, nn.Module], modules: tuple, funcs: set,
+             methods: set) -> bool:
+    """Whether a node calls one of ``modules``, ``funcs`` or tensor ``methods``."""
     if node.op == "call_module":
-        return isinstance(mods[node.target], ZERO_ACT_MODULES)
+        return isinstance(mods[node.target], modules)
     if node.op == "call_function":
-        return node.target in ZERO_ACT_FUNCS
+        return node.target in funcs
     if node.op == "call_method":
-        return node.target in ZERO_ACT_METHODS
+        return node.target in methods
     return False
+
+
+def _is_zero_act(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    return _matches(node, mods, ZERO_ACT_MODULES, ZERO_ACT_FUNCS, ZERO_ACT_METHODS)
 
 
 def _is_act(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
@@ -98,16 +105,7 @@ def _is_act(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
 
 
 def _is_channelwise(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        m = mods[node.target]
-        if isinstance(m, nn.Dropout) or isinstance(m, nn.Dropout2d):
-            return True
-        return isinstance(m, CHANNELWISE_MODULES)
-    if node.op == "call_function":
-        return node.target in CHANNELWISE_FUNCS
-    if node.op == "call_method":
-        return node.target in ZERO_ACT_METHODS
-    return False
+    return _matches(node, mods, CHANNELWISE_MODULES, CHANNELWISE_FUNCS, ZERO_ACT_METHODS)
 
 
 def _is_flatten(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
@@ -147,15 +145,16 @@ def _sequential_fallback(model: nn.Module, layer: ConvLayer, why: str) -> LayerP
         if i < len(names) and isinstance(parent[i], ZERO_ACT_MODULES + OTHER_ACT_MODULES):
             mask = prefix + names[i]
     reason = f"the model cannot be traced with torch.fx ({why})"
-    return LayerPlan(layer, norm, mask, fast_reason=reason, prune_reason=reason)
+    return LayerPlan(model, layer, norm, mask, fast_reason=reason, prune_reason=reason)
 
 
-def analyze(model: nn.Module, layer: str) -> LayerPlan:
+def analyze(model: nn.Module, layer: "str | LayerPlan") -> LayerPlan:
     """Analyze where the filters of ``layer`` go (see the module docstring).
 
     Args:
         model: the network.
-        layer: alias (``conv2``) or module path.
+        layer: alias (``conv2``) or module path; or a plan of this model, returned as it is
+            (so a run traces its layer once and passes the plan along).
 
     Returns:
         A :class:`LayerPlan`; ``plan.fast`` tells whether the fast CAR path applies and
@@ -171,6 +170,11 @@ def analyze(model: nn.Module, layer: str) -> LayerPlan:
         >>> p.mask_module, p.consumer, p.fast
         ('features.1', 'features.3', True)
     """
+    if isinstance(layer, LayerPlan):
+        if layer.model is not model:
+            raise CarlibError(f"the plan of {layer.layer.alias} was made for another model; "
+                              "pass the layer's name, or analyze this model")
+        return layer
     info = resolve_layer(model, layer)
     try:
         gm = fx.symbolic_trace(model)
@@ -211,7 +215,7 @@ def analyze(model: nn.Module, layer: str) -> LayerPlan:
             )
     elif mask_module != (norm or info.path):
         mask_module = norm or info.path
-    plan = LayerPlan(info, norm, mask_module, gm=gm, mask_node=mask_node)
+    plan = LayerPlan(model, info, norm, mask_module, gm=gm, mask_node=mask_node)
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     plan.prefix = [n for n in gm.graph.nodes if order[n] <= order[mask_node]]
 
@@ -302,5 +306,4 @@ def run_nodes(gm: fx.GraphModule, nodes: list[fx.Node], env: dict[fx.Node, Any])
         elif n.op == "output":
             return load(n.args[0])
         env[n] = last
-        # free values no later node needs
     return last

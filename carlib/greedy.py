@@ -7,7 +7,6 @@ and the filter with the lowest CAR is pruned (ties go to the lower filter index)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -15,12 +14,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .datasets import DataLike, data_fingerprint
+from .data import DataLike, data_fingerprint
 from .engine import Engine
 from .errors import CarlibError
+from .files import write_text_atomic
+from .graph import LayerPlan
 from .models import model_fingerprint
 
-__all__ = ["greedy_prune", "JOURNAL_VERSION"]
+__all__ = ["greedy_prune", "check_n_remove", "JOURNAL_VERSION"]
 
 JOURNAL_VERSION = 1
 
@@ -60,19 +61,36 @@ def _read_journal(path: Path, header: dict) -> list[dict]:
 
 
 def _write_journal(path: Path, header: dict, steps: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(header) + "\n")
-        for s in steps:
-            f.write(json.dumps(s) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in [header, *steps]))
+
+
+def check_n_remove(n_remove: object, filters: int, layer: str) -> int:
+    """Check how many filters a greedy run may prune: ``0 <= n_remove < filters``.
+
+    Args:
+        n_remove: the requested count.
+        filters: the layer's filter count.
+        layer: the layer's name, for the message.
+
+    Returns:
+        ``n_remove``.
+
+    Raises:
+        CarlibError: not an integer in range.
+
+    Example:
+        >>> check_n_remove(3, 64, "conv1")
+        3
+    """
+    if not isinstance(n_remove, int) or isinstance(n_remove, bool) or not 0 <= n_remove < filters:
+        raise CarlibError(f"n_remove must be between 0 and {filters - 1} for {layer} ({filters} filters), "
+                          f"got {n_remove!r}")
+    return n_remove
 
 
 def greedy_prune(
     model: nn.Module,
-    layer: str,
+    layer: str | LayerPlan,
     data: DataLike,
     *,
     n_remove: int,
@@ -90,7 +108,7 @@ def greedy_prune(
 
     Args:
         model: the network (not modified).
-        layer: alias or module path of the convolution.
+        layer: alias or module path of the convolution, or its :class:`~carlib.graph.LayerPlan`.
         data: a carlib dataset or ``(images, labels)``.
         n_remove: number of filters to prune (at most the layer's filter count minus one).
         topk: accuracy used for CAR (1 or 5).
@@ -115,9 +133,8 @@ def greedy_prune(
     engine = Engine(model, layer, data, device=device, batch_size=batch_size, topk=topk,
                     method=method, pair_batch=pair_batch, precision=precision)
     n = engine.n_filters
-    if not isinstance(n_remove, int) or n_remove < 0 or n_remove >= n:
-        raise CarlibError(f"n_remove must be between 0 and {n - 1} for {layer} ({n} filters), "
-                          f"got {n_remove!r}")
+    name = engine.plan.layer.alias if isinstance(layer, LayerPlan) else layer
+    check_n_remove(n_remove, n, name)
     header = _header(engine, model, data, topk)
     steps: list[dict] = []
     jpath = Path(journal) if journal is not None else None
@@ -128,7 +145,7 @@ def greedy_prune(
     removed = [int(s["filter"]) for s in steps]
     base_accuracy = steps[0]["accuracy"] + steps[0]["car"] if steps else None
     total = n_remove
-    with tqdm(total=total, initial=min(len(steps), total), desc=f"greedy {layer}",
+    with tqdm(total=total, initial=min(len(steps), total), desc=f"greedy {name}",
               unit="step", disable=not progress) as bar:
         while len(steps) < n_remove:
             remaining = [k for k in range(n) if k not in removed]

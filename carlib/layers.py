@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import pandas as pd
 from torch import nn
 
 from .errors import CarlibError
 
-__all__ = ["ConvLayer", "conv_layers", "resolve_layer", "layer_table"]
+__all__ = ["ConvLayer", "conv_layers", "resolve_layer", "layer_table", "check_filters"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,31 @@ def layer_table(model: nn.Module) -> pd.DataFrame:
           "kernel": "x".join(map(str, c.module.kernel_size)), "in_channels": c.module.in_channels}
          for c in conv_layers(model)]
     )
+
+
+def check_filters(filters: Iterable[int], n: int, layer: str) -> list[int]:
+    """Validate filter indices against a layer of ``n`` filters.
+
+    Args:
+        filters: indices (any iterable of integers).
+        n: the layer's filter count.
+        layer: the layer's name, for the message.
+
+    Returns:
+        The indices sorted, without duplicates.
+
+    Raises:
+        CarlibError: an index outside ``0..n-1``.
+
+    Example:
+        >>> check_filters([3, 1, 3], 8, "conv1")
+        [1, 3]
+    """
+    out = sorted({int(f) for f in filters})
+    bad = [f for f in out if f < 0 or f >= n]
+    if bad:
+        raise CarlibError(
+            f"filter index {bad[0]} is out of range for {layer}, which has {n} filters; "
+            f"use indices 0..{n - 1}"
+        )
+    return out

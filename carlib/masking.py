@@ -1,7 +1,7 @@
 """Masking filters: zero a filter's output map after its normalization and activation.
 
 This is the definition of *pruning a filter* that every other part of carlib is held to
-(and what the naive reference in :mod:`carlib.reference` runs): the filter's feature map,
+(the naive reference in :mod:`carlib.reference` implements it again, on its own): the filter's feature map,
 taken after the BatchNorm and activation that directly follow its convolution, is zero for
 every consumer. Zeroing the convolution output in front of a BatchNorm would be wrong: the
 BatchNorm shift would make the channel non-zero again.
@@ -15,22 +15,10 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from .errors import CarlibError
 from .graph import LayerPlan, analyze
+from .layers import check_filters
 
-__all__ = ["mask_filters", "FilterMask", "check_filters"]
-
-
-def check_filters(filters: Iterable[int], n: int, layer: str) -> list[int]:
-    """Validate filter indices against a layer of ``n`` filters; returns them sorted, unique."""
-    out = sorted({int(f) for f in filters})
-    bad = [f for f in out if f < 0 or f >= n]
-    if bad:
-        raise CarlibError(
-            f"filter index {bad[0]} is out of range for {layer}, which has {n} filters; "
-            f"use indices 0..{n - 1}"
-        )
-    return out
+__all__ = ["mask_filters", "FilterMask"]
 
 
 class FilterMask:
@@ -58,12 +46,12 @@ class FilterMask:
 
 
 @contextmanager
-def mask_filters(model: nn.Module, layer: str, filters: Iterable[int]) -> Iterator[nn.Module]:
+def mask_filters(model: nn.Module, layer: str | LayerPlan, filters: Iterable[int]) -> Iterator[nn.Module]:
     """Temporarily prune ``filters`` of ``layer`` by masking (see the module docstring).
 
     Args:
         model: the network (left unchanged after the ``with`` block).
-        layer: alias (``conv1``) or module path.
+        layer: alias (``conv1``), module path, or its :class:`~carlib.graph.LayerPlan`.
         filters: filter indices to prune.
 
     Returns:
@@ -76,7 +64,7 @@ def mask_filters(model: nn.Module, layer: str, filters: Iterable[int]) -> Iterat
         ...     y = m(torch.zeros(1, 3, 224, 224))
     """
     plan = analyze(model, layer)
-    idx = check_filters(filters, plan.layer.filters, layer)
+    idx = check_filters(filters, plan.layer.filters, layer if isinstance(layer, str) else plan.layer.alias)
     hook = FilterMask(model, plan)
     mask = torch.ones(plan.layer.filters)
     mask[idx] = 0.0

@@ -7,14 +7,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .errors import CarlibError, CheckpointError, DataNotFoundError
+from .files import sha256_file
 from .paths import WEIGHTS_DIR
 
 __all__ = [
@@ -24,7 +23,7 @@ __all__ = [
     "load_model",
     "load_checkpoint",
     "fold_batchnorm",
-    "file_sha256",
+    "model_fingerprint",
     "DEFAULT_WEIGHTS",
 ]
 
@@ -108,15 +107,6 @@ def fold_batchnorm(model: AlexNetTiny) -> AlexNetTiny:
     return out.eval()
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_checkpoint(model: nn.Module, path: Path, *, sha256: str | None = None) -> nn.Module:
     """Load a state dict into ``model`` safely (``weights_only=True``, ``strict=True``).
 
@@ -135,7 +125,7 @@ def load_checkpoint(model: nn.Module, path: Path, *, sha256: str | None = None) 
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"checkpoint {path} not found; place the weights file there")
-    if sha256 is not None and file_sha256(path) != sha256:
+    if sha256 is not None and sha256_file(path) != sha256:
         raise CheckpointError(
             f"checkpoint {path} does not match its sha256 (corrupt or replaced); "
             "restore it with `git checkout -- " + path.name + "` or retrain with `python -m carlib train`"
@@ -240,7 +230,12 @@ def load_model(name: str | nn.Module = "alexnet-tiny", *, weights: str | Path | 
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of a model's parameters and buffers (for journals and caches)."""
+    """A short hash of a model's parameters and buffers (for journals and caches).
+
+    Example:
+        >>> len(model_fingerprint(nn.Linear(2, 2)))
+        16
+    """
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
@@ -248,9 +243,3 @@ def model_fingerprint(model: nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.view(-1)[:: max(1, t.numel() // 4096)].float().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _json_dump_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from .errors import CarlibError
-from .graph import analyze
-from .masking import check_filters
+from .graph import LayerPlan, analyze
+from .layers import check_filters
 
 __all__ = ["prune_filters", "count"]
 
@@ -23,7 +23,7 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def prune_filters(model: nn.Module, layer: str, filters: Iterable[int]) -> nn.Module:
+def prune_filters(model: nn.Module, layer: str | LayerPlan, filters: Iterable[int]) -> nn.Module:
     """A physically smaller copy of ``model`` with ``filters`` of ``layer`` removed.
 
     The convolution loses those output channels, its BatchNorm (if any) those entries, and
@@ -33,7 +33,7 @@ def prune_filters(model: nn.Module, layer: str, filters: Iterable[int]) -> nn.Mo
 
     Args:
         model: the network (not modified).
-        layer: alias or module path of the convolution.
+        layer: alias or module path of the convolution, or its :class:`~carlib.graph.LayerPlan`.
         filters: filter indices to remove (at least one filter must remain).
 
     Returns:
@@ -51,6 +51,7 @@ def prune_filters(model: nn.Module, layer: str, filters: Iterable[int]) -> nn.Mo
     """
     plan = analyze(model, layer)
     n = plan.layer.filters
+    layer = layer if isinstance(layer, str) else plan.layer.alias
     drop = check_filters(filters, n, layer)
     keep = [k for k in range(n) if k not in set(drop)]
     if not keep:

@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .datasets import ImageDataset, load_dataset
-from .models import AlexNetTiny, DEFAULT_WEIGHTS, file_sha256, fold_batchnorm
+from .data import ImageDataset, load_dataset
+from .files import atomic_path, sha256_file, write_text_atomic
+from .models import AlexNetTiny, DEFAULT_WEIGHTS, fold_batchnorm
 
 __all__ = ["TrainConfig", "train_alexnet_tiny", "evaluate"]
 
@@ -83,9 +83,8 @@ def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int = 500) -> tuple
 
 
 def _save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train_alexnet_tiny(
@@ -192,17 +191,16 @@ def train_alexnet_tiny(
         _save_atomic({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
                       "sched": sched.state_dict(), "epoch": epoch + 1, "log": log_rows,
                       "elapsed": elapsed}, ckpt_path)
-        with open(log_path.with_name(log_path.name + ".tmp"), "w", newline="") as f:
+        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(log_rows[0]))
             w.writeheader()
             w.writerows(log_rows)
-        os.replace(log_path.with_name(log_path.name + ".tmp"), log_path)
 
     folded = fold_batchnorm(model.eval())
     top1, top5 = evaluate(folded, val)
     _save_atomic(folded.state_dict(), out)
-    digest = file_sha256(out)
-    out.with_suffix(".sha256").write_text(f"{digest}  {out.name}\n")
+    digest = sha256_file(out)
+    write_text_atomic(out.with_suffix(".sha256"), f"{digest}  {out.name}\n")
     meta = {
         "model": "alexnet-tiny",
         "command": command or "python -m carlib train",
@@ -215,7 +213,5 @@ def train_alexnet_tiny(
         "torch": torch.__version__,
         "dataset": "tiny-imagenet train (100,000 images), evaluated on val (10,000)",
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out.with_suffix(".json"))
+    write_text_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return meta

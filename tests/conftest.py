@@ -65,6 +65,18 @@ def prototype_data(n: int, classes: int, size: int, seed: int = 1):
     return x, y
 
 
+def uint8_dataset():
+    """Twelve random 32x32 uint8 images of three classes (the first one strongly red)."""
+    import numpy as np
+
+    from carlib.data import ImageDataset
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
+    imgs[0, :, :, 0] = 255  # one strongly red image
+    return ImageDataset("t", "val", imgs, np.arange(12) % 3, ["a", "b", "c"], ["a", "b", "c"])
+
+
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 60, lr: float = 0.05):
     """A few deterministic SGD steps: enough for filters to matter, not for perfection."""
     torch.manual_seed(0)

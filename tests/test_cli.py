@@ -11,7 +11,7 @@ import torch
 
 from carlib import AlexNetTiny
 from carlib.cli import main
-from test_datasets import make_tiny
+from test_data import make_tiny
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def run(capsys, *argv):
 
 def test_info(capsys):
     code, out, _ = run(capsys, "info")
-    assert code == 0 and "alexnet-tiny" in out and "profile smoke" in out
+    assert code == 0 and "alexnet-tiny" in out and "tiny-imagenet" in out
     code, out, _ = run(capsys, "info", "--model", "alexnet-tiny", "--weights", __file__.replace(
         "test_cli.py", "missing.pt"))
     assert code == 2
@@ -107,8 +107,6 @@ def test_precision_choices_are_the_engines():
 
 @pytest.mark.parametrize("argv,needle", BAD)
 def test_bad_input_is_one_line_and_exit_2(capsys, env, argv, needle):
-    import os
-
     tmp, weights = env
     (tmp / "garbage.pt").write_bytes(b"junk")
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp / "other.pt")

@@ -20,7 +20,7 @@ GOLDEN = Path(__file__).parent / "golden" / "smoke.json"
 
 def _smoke_results() -> dict:
     from carlib import car_index, greedy_prune
-    from carlib.experiments import Study
+    from carlib.analysis.study import Study
 
     study = Study("smoke", progress=False)
     out = {"n_images": len(study.data), "model_fingerprint": study._key["model"]}

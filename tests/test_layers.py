@@ -1,12 +1,13 @@
-"""carlib.layers and carlib.graph: naming layers and finding where filters go."""
+"""carlib.layers: naming layers, and checking filter indices."""
 
 from __future__ import annotations
 
 import pytest
-from torchvision.models import alexnet, mobilenet_v2, resnet18, vgg11_bn
+from torchvision.models import alexnet
 
 from carlib import AlexNetTiny, conv_layers, layer_table, resolve_layer
-from carlib.graph import analyze
+from carlib.errors import CarlibError
+from carlib.layers import check_filters
 
 
 def test_aliases_and_paths():
@@ -28,12 +29,9 @@ def test_unknown_layer_lists_the_convolutions():
         resolve_layer(alexnet(), "features.1")
 
 
-def test_analysis_of_common_architectures():
-    p = analyze(alexnet(), "conv5")
-    assert (p.mask_module, p.consumer, p.flatten, p.fast) == ("features.11", "classifier.1", True, True)
-    p = analyze(vgg11_bn(), "conv1")
-    assert (p.norm, p.mask_module, p.consumer, p.fast) == ("features.1", "features.2", "features.4", True)
-    p = analyze(resnet18(), "conv2")  # inside a residual block: prunable, not the fast path
-    assert p.mask_module == "layer1.0.bn1" and p.prune_reason is None and not p.fast
-    p = analyze(mobilenet_v2(), "conv1")  # consumer is a depthwise convolution
-    assert not p.fast and "grouped" in p.prune_reason
+def test_filter_indices_are_checked_sorted_and_deduplicated():
+    assert check_filters([5, 1, 5, 0], 8, "conv1") == [0, 1, 5]
+    with pytest.raises(CarlibError, match=r"filter index 8 is out of range for conv1, which has 8 filters"):
+        check_filters([2, 8], 8, "conv1")
+    with pytest.raises(CarlibError, match="filter index -1"):
+        check_filters([-1], 8, "conv1")

@@ -9,7 +9,8 @@ import torch
 
 from carlib import AlexNetTiny, load_model
 from carlib.errors import CarlibError, CheckpointError, DataNotFoundError
-from carlib.models import DEFAULT_WEIGHTS, file_sha256, fold_batchnorm, load_checkpoint
+from carlib.files import sha256_file
+from carlib.models import DEFAULT_WEIGHTS, fold_batchnorm, load_checkpoint
 
 
 def test_alexnet_tiny_topology():
@@ -37,7 +38,7 @@ def test_fold_batchnorm_preserves_the_function():
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="default weights not trained yet")
 def test_committed_default_weights():
     meta = json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text())
-    assert meta["sha256"] == file_sha256(DEFAULT_WEIGHTS)
+    assert meta["sha256"] == sha256_file(DEFAULT_WEIGHTS)
     assert DEFAULT_WEIGHTS.stat().st_size < 25 * 2**20
     assert meta["val_top1"] >= 0.35 and meta["command"].startswith("python -m carlib train")
     m = load_model("alexnet-tiny")

@@ -1,4 +1,4 @@
-"""carlib.profiles and carlib.paths: one place for settings and folders."""
+"""carlib.analysis.profiles and carlib.paths: one place for settings and folders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""carlib.reproduce: the committed notebooks stay checkable by nbval, and noise is stripped."""
+"""carlib.analysis.reproduce: the committed notebooks stay checkable by nbval, and noise is stripped."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from carlib.reproduce import NOTEBOOK_DIR, NOTEBOOKS, strip_noise
+from carlib.analysis.reproduce import NOTEBOOK_DIR, NOTEBOOKS, strip_noise
 
 
 def _code_cells(path):

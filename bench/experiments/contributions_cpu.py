@@ -1,7 +1,13 @@
-"""The consumer output with one filter pruned, z - contribution: a single-input-channel grouped
-convolution and a subtraction (the old engine) against an im2col product subtracted by one
-baddbmm (the current one), channels-last, conv1's consumer of alexnet-tiny (64 -> 192, 5x5,
-11x11), on random activations. Prints ms per pass and whether the results are identical."""
+"""Measured: the consumer output with one filter pruned, ``z - contribution``, built two ways
+(``bench/results/cpu-zen4/contributions-vm-cpu-zen4.log``: 14.3 -> 5.9 ms per 250 pairs).
+
+A single-input-channel grouped convolution and a subtraction (the earlier engine) against an
+im2col product subtracted by one ``baddbmm`` (the current one), channels-last, with the shape of
+conv1's consumer in ``alexnet-tiny`` (64 -> 192 channels, 5x5, 11x11) on random activations.
+Prints ms per pass (best of 10) and whether both results are identical.
+
+Usage: ``.venv/bin/python bench/experiments/contributions_cpu.py``
+"""
 import time
 
 import torch

@@ -1,4 +1,4 @@
-"""carlib.io: atomic writes, never a half-written result file."""
+"""carlib.tables: atomic writes, never a half-written result file."""
 
 from __future__ import annotations
 

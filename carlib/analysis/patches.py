@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .datasets import ImageDataset
-from .graph import analyze
-from .selectivity import mask_point_activations
+from ..data import ImageDataset
+from ..graph import LayerPlan, analyze
+from .activations import mask_point_activations
 
 __all__ = ["receptive_field", "top_patches", "Patch"]
 
@@ -20,7 +20,7 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def receptive_field(model: nn.Module, layer: str) -> tuple[int, int, int]:
+def receptive_field(model: nn.Module, layer: str | LayerPlan) -> tuple[int, int, int]:
     """Receptive field of one unit of ``layer`` in input pixels (sequential chains).
 
     Args:
@@ -85,16 +85,17 @@ def top_patches(model: nn.Module, layer: str, data: ImageDataset, filters: Itera
         ``{filter: [Patch, ...]}``, strongest first (ties: lower image index).
     """
     ks = list(filters)
+    plan = analyze(model, layer)
     peak_val, peak_pos = [], []
     for i in range(0, len(data), batch_size):
-        a = mask_point_activations(model, layer, data.normalize(data.images[i : i + batch_size]))[:, ks]
+        a = mask_point_activations(model, plan, data.normalize(data.images[i : i + batch_size]))[:, ks]
         flat = a.flatten(2)
         v, p = flat.max(dim=2)
         peak_val.append(v)
         peak_pos.append(p)
         width = a.shape[3]
     vals, poss = torch.cat(peak_val), torch.cat(peak_pos)
-    size, jump, pad = receptive_field(model, layer)
+    size, jump, pad = receptive_field(model, plan)
     h, w = data.image_size
     out: dict[int, list[Patch]] = {}
     for j, k in enumerate(ks):

@@ -9,10 +9,9 @@ import matplotlib
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from torch import nn
 
-from .paths import figures_dir
+from ..paths import figures_dir
 
 __all__ = ["filter_images", "filter_grid", "patch_mosaic", "save_figure", "style"]
 

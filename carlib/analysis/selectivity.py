@@ -24,11 +24,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .datasets import DataLike, ImageDataset, as_batches
-from .graph import analyze
+from ..data import ImageDataset
+from ..graph import LayerPlan, analyze
+from .activations import mask_point_activations
 
 __all__ = ["COLOR_THRESHOLD", "color_index_weights", "color_index_responses",
-           "hypergeom_enrichment", "threshold_sweep", "mask_point_activations"]
+           "hypergeom_enrichment", "threshold_sweep"]
 
 COLOR_THRESHOLD = 0.5
 
@@ -57,40 +58,13 @@ def color_index_weights(conv: nn.Conv2d) -> np.ndarray:
     return (chroma.pow(2).sum(dim=(1, 2, 3)) / energy).numpy()
 
 
-@torch.no_grad()
-def mask_point_activations(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output after its normalization and activation, for a batch ``x``.
-
-    Only the layers up to that point run (when the model can be traced).
-    """
-    from .graph import run_nodes
-
-    plan = analyze(model, layer)
-    was = model.training
-    model.eval()
-    try:
-        if plan.gm is not None and plan.mask_node is not None:
-            placeholder = next(n for n in plan.gm.graph.nodes if n.op == "placeholder")
-            return run_nodes(plan.gm, plan.prefix, {placeholder: x}).detach().clone()
-        out: dict[str, torch.Tensor] = {}
-        h = model.get_submodule(plan.mask_module).register_forward_hook(
-            lambda m, i, o: out.__setitem__("a", o.detach().clone()))
-        try:
-            model(x)
-        finally:
-            h.remove()
-        return out["a"]
-    finally:
-        model.train(was)
-
-
-def _to_gray(ds: ImageDataset, pixels: np.ndarray) -> np.ndarray:
+def _to_gray(pixels: np.ndarray) -> np.ndarray:
     g = (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
     return np.repeat(np.clip(np.rint(g), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
 @torch.no_grad()
-def color_index_responses(model: nn.Module, layer: str, data: ImageDataset, *, top_n: int = 20,
+def color_index_responses(model: nn.Module, layer: str | LayerPlan, data: ImageDataset, *, top_n: int = 20,
                           batch_size: int = 256, filters: Iterable[int] | None = None) -> pd.DataFrame:
     """Response-based color index of each filter.
 
@@ -99,7 +73,7 @@ def color_index_responses(model: nn.Module, layer: str, data: ImageDataset, *, t
 
     Args:
         model: the network.
-        layer: alias or module path.
+        layer: alias, module path or :class:`~carlib.graph.LayerPlan`.
         data: an in-memory dataset (uint8 pixels are needed to make grayscale versions).
         top_n: top images per filter.
         batch_size: images per forward pass.
@@ -108,18 +82,19 @@ def color_index_responses(model: nn.Module, layer: str, data: ImageDataset, *, t
     Returns:
         A DataFrame ``filter, r_color, r_gray, color_index``.
     """
+    plan = analyze(model, layer)
     peaks = []
     for i in range(0, len(data), batch_size):
         x = data.normalize(data.images[i : i + batch_size])
-        peaks.append(mask_point_activations(model, layer, x).amax(dim=(2, 3)))
+        peaks.append(mask_point_activations(model, plan, x).amax(dim=(2, 3)))
     peaks_t = torch.cat(peaks)  # (N, C)
     ks = list(range(peaks_t.shape[1])) if filters is None else list(filters)
     rows = []
     for k in ks:
         top = torch.argsort(peaks_t[:, k], descending=True, stable=True)[:top_n].numpy()
         top = np.sort(top)
-        gray = data.normalize(_to_gray(data, data.images[top]))
-        r_gray = mask_point_activations(model, layer, gray)[:, k].amax(dim=(1, 2))
+        gray = data.normalize(_to_gray(data.images[top]))
+        r_gray = mask_point_activations(model, plan, gray)[:, k].amax(dim=(1, 2))
         r_color = peaks_t[top, k]
         rc, rg = float(r_color.mean()), float(r_gray.mean())
         rows.append({"filter": k, "r_color": rc, "r_gray": rg,

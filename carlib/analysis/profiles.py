@@ -2,7 +2,8 @@
 
 * ``default``: the offline, 2-core-CPU reproduction: ``alexnet-tiny`` on Tiny ImageNet val.
 * ``paper``: the paper's setting: torchvision AlexNet (ImageNet weights) on the ImageNet
-  validation set, 50 images per class, greedy to half of conv1 and conv2, on a GPU.
+  validation set, 50 images per class, greedy to half of conv1 and conv2, on the GPU when
+  there is one (device ``auto``).
 * ``smoke``: a tiny, fast version of ``default`` for CI.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from .errors import CarlibError
+from ..errors import CarlibError
 
 __all__ = ["Profile", "PROFILES", "get_profile"]
 
@@ -29,7 +30,8 @@ class Profile:
         curve_depth: depth of the baseline pruning curves per layer (``None``: half the filters).
         greedy_steps: greedy depth per layer, e.g. ``{"conv1": 32, "conv2": 96}``.
         random_seeds: seeds of the random-order baseline.
-        device: default device.
+        device: default device (``cpu``, ``cuda``, or ``auto``: the GPU when present, see
+            :func:`carlib.engine.resolve_device`).
         input_size: ``(C, H, W)`` of one image.
         top_k_filters: how many top CAR-pruned filters the figures discuss (the paper: 20).
     """
@@ -44,7 +46,6 @@ class Profile:
     device: str
     input_size: tuple[int, int, int]
     top_k_filters: int = 20
-    patch_images: int = 2000
     greedy_per_class: int = 10
     max_classes: int | None = None
     curve_depth: dict | None = None
@@ -67,17 +68,17 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(
         name="default", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=10, greedy_steps={"conv1": 32, "conv2": 20}, random_seeds=(0, 1, 2, 3, 4),
-        device="cpu", input_size=(3, 64, 64), top_k_filters=20, patch_images=2000,
+        device="cpu", input_size=(3, 64, 64), top_k_filters=20,
         greedy_per_class=1),
     "paper": Profile(
         name="paper", model="alexnet", dataset="imagenet", split="val", per_class=50,
         greedy_steps={"conv1": 32, "conv2": 96}, random_seeds=(0, 1, 2, 3, 4),
-        device="cuda", input_size=(3, 224, 224), top_k_filters=20, patch_images=5000,
+        device="auto", input_size=(3, 224, 224), top_k_filters=20,
         greedy_per_class=50),
     "smoke": Profile(
         name="smoke", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=1, greedy_steps={"conv1": 3, "conv2": 3}, random_seeds=(0, 1),
-        device="cpu", input_size=(3, 64, 64), top_k_filters=20, patch_images=40,
+        device="cpu", input_size=(3, 64, 64), top_k_filters=20,
         greedy_per_class=1, max_classes=40, curve_depth={"conv1": 8, "conv2": 8}),
 }
 

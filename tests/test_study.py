@@ -1,10 +1,10 @@
-"""carlib.experiments: the notebooks' cached tables are computed once and reused."""
+"""carlib.analysis.study: the notebooks' cached tables are computed once and reused."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-import carlib.experiments as E
+import carlib.analysis.study as E
 from conftest import requires_tiny
 
 

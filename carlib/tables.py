@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import CarlibError
+from .files import atomic_path, check_writable
 
 __all__ = ["write_table", "read_table", "check_output_path"]
 
@@ -18,20 +17,27 @@ FORMATS = (".csv", ".parquet")
 def check_output_path(path: str | Path) -> Path:
     """Check that a result file can be written, before any long computation starts.
 
+    Args:
+        path: the result file (``.csv`` or ``.parquet``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
     Raises:
-        CarlibError: unknown suffix, or a folder that does not exist or is not writable.
+        CarlibError: unknown suffix, or a location that cannot be written
+            (:func:`carlib.files.check_writable`).
+
+    Example:
+        >>> check_output_path("results.txt")
+        Traceback (most recent call last):
+        ...
+        carlib.errors.CarlibError: cannot write results.txt: unknown format .txt; name the output file *.csv or *.parquet
     """
     p = Path(path)
     if p.suffix not in FORMATS:
         raise CarlibError(f"cannot write {p}: unknown format {p.suffix or '(none)'}; "
                           "name the output file *.csv or *.parquet")
-    parent = p.parent if str(p.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise CarlibError(f"cannot write {p}: {parent} is a file, not a folder; choose another output path")
-    if not parent.is_dir():
-        raise CarlibError(f"cannot write {p}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise CarlibError(f"cannot write {p}: permission denied; choose a writable location")
+    check_writable(p)
     return p
 
 
@@ -52,18 +58,11 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
         >>> write_table(pd.DataFrame({"a": [1]}), "/tmp/x.csv")  # doctest: +SKIP
     """
     p = check_output_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(p) as tmp:
         if p.suffix == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return p
 
 

@@ -1,4 +1,4 @@
-"""``python -m carlib.reproduce``: run the notebooks headless with papermill (``make reproduce``).
+"""``python -m carlib.analysis.reproduce``: run the notebooks headless with papermill (``make reproduce``).
 
 Runs ``notebooks/01_*.ipynb`` ... ``05_*.ipynb`` in order for a profile, stops at the first
 failure naming the notebook and the cell, and prints where the figures are and the total time.
@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .paths import REPO_ROOT, figures_dir
-from .profiles import get_profile
+from ..errors import CarlibError
+from ..paths import REPO_ROOT, figures_dir
+from .profiles import PROFILES, get_profile
 
 __all__ = ["main", "run_notebooks", "strip_noise", "NOTEBOOKS"]
 
@@ -105,15 +106,19 @@ def run_notebooks(profile: str, *, device: str | None = None, force: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m carlib.reproduce", description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default", help="default | smoke | paper")
+    p = argparse.ArgumentParser(prog="python -m carlib.analysis.reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="default", help="default | smoke | paper (see --list)")
+    p.add_argument("--list", action="store_true", help="list the profiles and exit")
     p.add_argument("--device", default=None, help="override the profile's device")
     p.add_argument("--force", action="store_true", help="recompute cached results")
     p.add_argument("--no-update", action="store_true",
                    help="do not replace the committed notebooks (default profile only)")
     args = p.parse_args(argv)
-    from .errors import CarlibError
-
+    if args.list:
+        for name, prof in PROFILES.items():
+            print(f"profile {name}: {prof.model} on {prof.dataset} {prof.split}, "
+                  f"{prof.per_class} images/class, greedy {prof.greedy_steps}, device {prof.device}")
+        return 0
     try:
         get_profile(args.profile)
     except CarlibError as exc:

@@ -1,31 +1,28 @@
 """The notebooks' computations, cached as tidy tables under ``results/<profile>/``.
 
 A :class:`Study` binds a profile (model, data, sizes, device) and computes each result once:
-the next run reads the table back unless its inputs changed or ``force=True``. Every table
-has a sidecar ``<name>.json`` with the parameters it was computed with.
+the next run reads the table back unless its inputs changed or ``force=True``
+(:class:`~carlib.analysis.cache.ResultCache`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .baselines import car_order, l1_order, order_curve, random_order
-from .car import car_index
-from .datasets import DataLike, _subset_per_class, data_fingerprint, load_dataset
-from .engine import Engine
-from .greedy import greedy_prune
-from .io import read_table, write_table
-from .layers import resolve_layer
-from .models import load_model, model_fingerprint
-from .paths import results_dir
+from ..baselines import car_order, l1_order, order_curve, random_order
+from ..car import car_index
+from ..data import DataLike, data_fingerprint, load_dataset, subset_per_class
+from ..engine import Engine, resolve_device
+from ..graph import LayerPlan, analyze
+from ..greedy import greedy_prune
+from ..layers import ConvLayer, resolve_layer
+from ..models import load_model, model_fingerprint
+from ..paths import results_dir
+from .cache import ResultCache
 from .profiles import Profile, get_profile
 from .selectivity import color_index_responses, color_index_weights
 
@@ -48,8 +45,8 @@ class Study:
 
     Args:
         profile: ``"default"``, ``"paper"``, ``"smoke"`` or a :class:`Profile`.
-        device: overrides the profile's device (``None``: the profile's, falling back to the
-            CPU when it asks for a GPU that is absent).
+        device: overrides the profile's device (``None``: the profile's; resolved by
+            :func:`carlib.engine.resolve_device`).
         force: recompute every table instead of reading the cache.
         progress: show progress bars.
         **overrides: profile fields to change (e.g. ``per_class=5``).
@@ -64,11 +61,8 @@ class Study:
         prof = profile if isinstance(profile, Profile) else get_profile(profile)
         if overrides:
             prof = prof.with_(**overrides)
-        dev = device or prof.device
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            dev = "cpu"
         self.profile = prof
-        self.device = dev
+        self.device = str(resolve_device(device or prof.device))
         self.force = force
         self.progress = progress
         self.dir = results_dir(prof.name)
@@ -82,45 +76,35 @@ class Study:
             self.data = self.data.subset(np.flatnonzero(np.asarray(self.data.labels) < prof.max_classes))
             self.greedy_data = self.greedy_data.subset(
                 np.flatnonzero(np.asarray(self.greedy_data.labels) < prof.max_classes))
-        self._key = {"profile": prof.to_dict(), "model": model_fingerprint(self.model),
-                     "data": data_fingerprint(self.data)}
+        self._plans: dict[str, LayerPlan] = {}
+        self.cache = ResultCache(self.dir, {"profile": prof.to_dict(),
+                                            "model": model_fingerprint(self.model),
+                                            "data": data_fingerprint(self.data)}, force=force)
 
     # ---------------------------------------------------------------- caching
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
-        """Read ``results/<profile>/<name>.csv`` if computed with the same inputs, else compute it."""
-        path = self.dir / f"{name}.csv"
-        meta_path = self.dir / f"{name}.json"
-        key = dict(self._key, name=name, params={k: str(v) for k, v in params.items()})
-        key = json.loads(json.dumps(key))  # tuples become lists, as in the stored sidecar
-        if not self.force and path.is_file() and meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") == key:
-                df = read_table(path)
-                df.attrs.update(meta.get("attrs", {}))
-                return df
-        t0 = time.time()
-        df = compute()
-        write_table(df, path)
-        attrs = {k: v for k, v in df.attrs.items() if isinstance(v, (int, float, str))}
-        tmp = meta_path.with_name(meta_path.name + ".tmp")
-        tmp.write_text(json.dumps({"key": key, "attrs": attrs,
-                                   "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
-        os.replace(tmp, meta_path)
-        return df
+        """The cached table ``name`` (see :meth:`ResultCache.table`)."""
+        return self.cache.table(name, compute, **params)
 
     def seconds(self, name: str) -> float | None:
         """How long the cached table ``name`` took to compute (``None`` if unknown)."""
-        p = self.dir / f"{name}.json"
-        return json.loads(p.read_text()).get("seconds") if p.is_file() else None
+        return self.cache.seconds(name)
 
     # ---------------------------------------------------------------- results
-    def layer(self, layer: str):
+    def layer(self, layer: str) -> ConvLayer:
+        """The convolution ``layer`` of the profile's model (alias, path, module, filters)."""
         return resolve_layer(self.model, layer)
+
+    def plan(self, layer: str) -> LayerPlan:
+        """The layer's :class:`~carlib.graph.LayerPlan`, traced once per study."""
+        if layer not in self._plans:
+            self._plans[layer] = analyze(self.model, layer)
+        return self._plans[layer]
 
     def car_per_class(self, layer: str) -> pd.DataFrame:
         """CAR of every filter of ``layer`` for every class (one pass gives both tables)."""
         return self.table(f"car_per_class_{layer}", lambda: car_index(
-            self.model, layer, self.data, per_class=True, device=self.device,
+            self.model, self.plan(layer), self.data, per_class=True, device=self.device,
             progress=self.progress), layer=layer)
 
     def car(self, layer: str) -> pd.DataFrame:
@@ -139,7 +123,7 @@ class Study:
         if self.force and journal.exists():
             journal.unlink()
         return self.table(f"greedy_{layer}", lambda: greedy_prune(
-            self.model, layer, self.greedy_data, n_remove=depth, journal=journal,
+            self.model, self.plan(layer), self.greedy_data, n_remove=depth, journal=journal,
             device=self.device, progress=self.progress), layer=layer, depth=depth)
 
     def curves(self, layer: str) -> pd.DataFrame:
@@ -153,7 +137,7 @@ class Study:
         half = self.profile.curve_depth_for(layer, n)
 
         def compute() -> pd.DataFrame:
-            eng = Engine(self.model, layer, self.greedy_data, device=self.device)
+            eng = Engine(self.model, self.plan(layer), self.greedy_data, device=self.device)
             greedy = self.greedy(layer)
             orders: list[tuple[str, int, list[int], int]] = [
                 ("car-greedy", -1, list(greedy["filter"]), len(greedy)),
@@ -179,7 +163,7 @@ class Study:
         held-out images are the CAR images outside the first ``greedy_per_class`` of each class.
         """
         labels = np.asarray(self.data.labels)
-        seen = _subset_per_class(labels, self.profile.greedy_per_class, self.data.num_classes)
+        seen = subset_per_class(labels, self.profile.greedy_per_class, self.data.num_classes)
         idx = np.setdiff1d(np.arange(len(labels)), seen)
         return self.data.subset(idx) if len(idx) else None
 
@@ -202,7 +186,7 @@ class Study:
             held = self.heldout_data()
             if held is None:
                 return pd.DataFrame(columns=cols)
-            eng = Engine(self.model, layer, held, device=self.device)
+            eng = Engine(self.model, self.plan(layer), held, device=self.device)
             greedy = [int(f) for f in self.greedy(layer)["filter"]]
             orders = [("car-greedy", -1, greedy), ("car-oneshot", -1, car_order(self.car(layer))),
                       ("l1", -1, l1_order(self.model, layer))]
@@ -231,17 +215,19 @@ class Study:
     def color_responses(self, layer: str, top_n: int = 20) -> pd.DataFrame:
         """The response-based color index of every filter of ``layer``."""
         return self.table(f"color_responses_{layer}", lambda: color_index_responses(
-            self.model, layer, self.data, top_n=top_n), layer=layer, top_n=top_n)
+            self.model, self.plan(layer), self.data, top_n=top_n), layer=layer, top_n=top_n)
 
     # ---------------------------------------------------------------- summaries
     def accuracy_per_class(self) -> pd.DataFrame:
         """Top-1 and top-5 accuracy of the unpruned network per class."""
-        from .reference import accuracy_counts_naive
 
         def compute() -> pd.DataFrame:
-            layer = "conv1"
-            c1, n = accuracy_counts_naive(self.model, layer, self.data, [], topk=1, device=self.device)
-            c5, _ = accuracy_counts_naive(self.model, layer, self.data, [], topk=5, device=self.device)
+            # nothing pruned: the masked path is one plain forward pass per image
+            plan = self.plan("conv1")
+            c1, _, n = Engine(self.model, plan, self.data, device=self.device, topk=1,
+                              method="masked").evaluate([], [])
+            c5, _, _ = Engine(self.model, plan, self.data, device=self.device, topk=5,
+                              method="masked").evaluate([], [])
             keep = torch.nonzero(n).flatten()
             names = self.data.class_names
             return pd.DataFrame({"class": keep.numpy(), "name": [names[i] for i in keep.tolist()],

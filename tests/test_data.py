@@ -1,4 +1,4 @@
-"""carlib.datasets: layouts, caching, subsets, safe extraction, download, errors."""
+"""carlib.data: layouts, caching, subsets, safe extraction, download, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-import carlib.datasets as D
+import carlib.data as D
+import carlib.data.tiny_imagenet as T
 from carlib import as_batches, load_dataset
 from carlib.errors import CarlibError, DataNotFoundError
 
@@ -82,7 +83,7 @@ def test_decoded_pixels_are_cached(homes, tmp_path, monkeypatch):
     first = load_dataset("tiny-imagenet", "val", progress=False)
     caches = list((home / "data" / "cache").glob("tiny-imagenet-val-*.npz"))
     assert len(caches) == 1
-    monkeypatch.setattr(D, "_decode_all", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(T, "_decode_all", lambda *a, **k: pytest.fail("decoded again"))
     second = load_dataset("tiny-imagenet", "val", progress=False)
     np.testing.assert_array_equal(first.images, second.images)
 
@@ -142,8 +143,8 @@ def test_missing_tiny_imagenet_is_downloaded_from_the_official_url(homes, tmp_pa
     archive = zip_folder(make_tiny(tmp_path / "build"), tmp_path / "served.zip")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     assert D.TINY_IMAGENET_URL == "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-    monkeypatch.setattr(D, "TINY_IMAGENET_URL", archive.as_uri())
-    monkeypatch.setattr(D, "TINY_IMAGENET_MD5", md5)
+    monkeypatch.setattr(T, "TINY_IMAGENET_URL", archive.as_uri())
+    monkeypatch.setattr(T, "TINY_IMAGENET_MD5", md5)
     val = load_dataset("tiny-imagenet", "val", progress=False)
     assert len(val) == 6 and (home / "data" / "tiny-imagenet-200.zip").is_file()
 

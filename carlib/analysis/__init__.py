@@ -1,0 +1,11 @@
+"""Analysis on top of the core: studies and their result cache, selectivity, patches,
+plotting and figures, profiles, and ``make reproduce``.
+
+The core (:func:`carlib.car_index`, :func:`carlib.greedy_prune`, :func:`carlib.prune_filters`,
+:func:`carlib.count`, the loaders) never imports this package.
+"""
+
+from .profiles import PROFILES, Profile, get_profile
+from .study import Study, overall_from_per_class
+
+__all__ = ["Study", "overall_from_per_class", "Profile", "PROFILES", "get_profile"]

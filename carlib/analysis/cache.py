@@ -1,0 +1,66 @@
+"""Result tables cached under ``results/<profile>/``, recomputed only when their inputs change.
+
+Every table ``<name>.csv`` has a sidecar ``<name>.json`` holding the key it was computed with
+(profile, model and data fingerprints, parameters), the table's scalar ``attrs`` and how long
+it took. Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ..files import write_text_atomic
+from ..tables import read_table, write_table
+
+__all__ = ["ResultCache"]
+
+
+class ResultCache:
+    """Tables of one profile in one folder.
+
+    Args:
+        folder: where the tables live (``results/<profile>/``).
+        key: what every table depends on (profile, model and data fingerprints); JSON-able.
+        force: recompute every table instead of reading it.
+
+    Example:
+        >>> import tempfile
+        >>> cache = ResultCache(Path(tempfile.mkdtemp()), {"profile": "x"})
+        >>> cache.table("t", lambda: pd.DataFrame({"a": [1]}))["a"].tolist()
+        [1]
+    """
+
+    def __init__(self, folder: Path, key: dict, *, force: bool = False):
+        self.folder = Path(folder)
+        self.key = key
+        self.force = force
+
+    def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
+        """``<name>.csv`` if computed with the same key and ``params``, else ``compute()`` (stored)."""
+        path = self.folder / f"{name}.csv"
+        meta_path = self.folder / f"{name}.json"
+        key = dict(self.key, name=name, params={k: str(v) for k, v in params.items()})
+        key = json.loads(json.dumps(key))  # tuples become lists, as in the stored sidecar
+        if not self.force and path.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("key") == key:
+                df = read_table(path)
+                df.attrs.update(meta.get("attrs", {}))
+                return df
+        t0 = time.time()
+        df = compute()
+        write_table(df, path)
+        attrs = {k: v for k, v in df.attrs.items() if isinstance(v, (int, float, str))}
+        write_text_atomic(meta_path, json.dumps({"key": key, "attrs": attrs,
+                                                 "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
+        return df
+
+    def seconds(self, name: str) -> float | None:
+        """How long the cached table ``name`` took to compute (``None`` if unknown)."""
+        p = self.folder / f"{name}.json"
+        return json.loads(p.read_text()).get("seconds") if p.is_file() else None

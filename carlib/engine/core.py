@@ -1,0 +1,193 @@
+"""The CAR evaluation engine: accuracy of many pruned networks from few forward passes.
+
+One call of :meth:`Engine.evaluate` answers: with the filters ``removed`` pruned, how many
+images of each class are classified correctly, and how many with each filter of
+``candidates`` pruned in addition? :func:`carlib.car_index` and :func:`carlib.greedy_prune`
+are thin loops around it.
+
+Two paths, the same numbers (the tests hold both to the naive reference):
+
+* **fast** (:mod:`carlib.engine.fast`): sequential chains such as AlexNet and VGG; the pruned
+  layer's consumer is linear in its input channels, so only the layers after it run once
+  per (image, filter) pair.
+* **masked** (:mod:`carlib.engine.masked`): any other model; the whole network runs with a
+  per-row channel mask, several filters folded into the batch.
+
+Precision (fast path). ``"fp32"`` runs everything in fp32. ``"bf16-checked"`` runs the layers
+after the consumer in bf16 and recomputes in fp32 every (image, filter) pair whose decision
+bf16 cannot settle (:mod:`carlib.engine.screen`): the counts are fp32's. ``"auto"`` (the
+default) picks ``"bf16-checked"`` where bf16 is fast (CPUs with AMX-BF16 or AVX512-BF16,
+:func:`~carlib.engine.device.fast_bf16`), else ``"fp32"``.
+
+The model is always evaluated in eval mode; the caller's model is left in the mode it had.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data import DataLike, dataset_labels, num_images
+from ..errors import CarlibError
+from ..graph import LayerPlan, analyze
+from .device import eval_mode, fast_bf16, model_on, resolve_device, strict_fp32
+from .fast import FastPath
+from .masked import MaskedPath
+from .run import Run
+
+__all__ = ["Engine", "PRECISIONS", "METHODS"]
+
+#: The engine's precisions (see the module docstring).
+PRECISIONS = ("auto", "fp32", "bf16-checked")
+#: The engine's paths: ``auto`` takes the fast one where the graph allows.
+METHODS = ("auto", "fast", "masked")
+
+
+class Engine:
+    """Evaluate a model with sets of filters of one layer pruned (see the module docstring).
+
+    Args:
+        model: the network (not modified; copied when it must move to another device).
+        layer: alias or module path of the convolution, or its :class:`~carlib.graph.LayerPlan`
+            (from :func:`carlib.graph.analyze` on this model: analyzed once, reused).
+        data: a carlib dataset or ``(images, labels)``.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` ... (default: CPU).
+        batch_size: images per prefix batch (default 256 on a CPU, 1024 on a GPU).
+        pair_batch: (image, filter) pairs per forward pass of the suffix (default from
+            ``group_bytes``).
+        topk: 1 or 5.
+        method: ``"auto"`` (fast when the graph allows), ``"fast"`` or ``"masked"``.
+        cache_bytes: cache the consumer inputs of all images when they fit (greedy steps then
+            skip the layers in front of the consumer).
+        group_bytes: activation memory per suffix pass that sets the default ``pair_batch``
+            (default 256 MiB on a CPU, 2 GiB on a GPU).
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16-checked"`` (fast path only, the masked
+            path is always fp32).
+        screen_safety: the safety factor of ``"bf16-checked"`` (default 4).
+        channels_last: run the layers after the consumer in the channels-last memory format
+            (default ``None``: on the CPU only, for convolutional suffixes). Same arithmetic in
+            another loop order, faster with oneDNN on a CPU and slower on an H100
+            (bench/README.md); the tests hold it to the naive reference like the rest.
+
+    Example:
+        >>> eng = Engine(load_model(), "conv1", val)  # doctest: +SKIP
+        >>> base, per_filter, counts = eng.evaluate([], list(range(64)))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, layer: str | LayerPlan, data: DataLike, *,
+                 device: str | torch.device | None = None, batch_size: int | None = None,
+                 pair_batch: int | None = None, topk: int = 1, method: str = "auto",
+                 cache_bytes: int = 2 << 30, group_bytes: int | None = None,
+                 channels_last: bool | None = None, precision: str = "auto",
+                 screen_safety: float = 4.0):
+        if topk < 1:
+            raise CarlibError(f"topk must be at least 1, got {topk}")
+        if method not in METHODS:
+            raise CarlibError(f"unknown method {method!r}; use {', '.join(METHODS)}")
+        if precision not in PRECISIONS:
+            raise CarlibError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+        if not screen_safety >= 1:
+            raise CarlibError(f"screen_safety must be at least 1, got {screen_safety!r}")
+        self.device = resolve_device(device)
+        moved = model_on(model, self.device)
+        if isinstance(layer, LayerPlan) and moved is model:
+            self.plan = analyze(model, layer)
+        else:
+            name = layer.layer.path if isinstance(layer, LayerPlan) else layer
+            self.plan = analyze(moved, name)
+        self.model = moved
+        if method == "fast" and not self.plan.fast:
+            raise CarlibError(f"the fast path does not apply to {self.plan.layer.alias}: "
+                              f"{self.plan.fast_reason}; use method='masked'")
+        self.method = "fast" if (method in ("auto", "fast") and self.plan.fast) else "masked"
+        self.data = data
+        self.n_images = num_images(data)
+        if self.n_images == 0:
+            raise CarlibError("the dataset has no images; choose a split or subset with images")
+        self.labels = dataset_labels(data)
+        self.n_filters = self.plan.layer.filters
+        self.topk = topk
+        self.screen_safety = float(screen_safety)
+        self.num_classes: int | None = None
+        gpu = self.device.type == "cuda"
+        # measured on an H100 (bench/README.md): 1024-image batches and >= 1024 pairs per pass
+        # run 1.8-2.2x faster than 256; on a 2-core CPU 256 pairs per pass are fastest
+        self.batch_size = batch_size or (1024 if gpu else 256)
+        if precision == "auto":
+            precision = "bf16-checked" if fast_bf16(self.device) else "fp32"
+        run = Run(self.plan, data, self.device, self.batch_size, topk, self._set_classes, pair_batch)
+        if self.method == "fast":
+            self._path = FastPath(
+                run, cache_bytes, group_bytes or ((2 << 30) if gpu else (256 << 20)),
+                self.device.type == "cpu" if channels_last is None else channels_last,
+                screen_safety if precision == "bf16-checked" else None)
+        else:
+            self._path = MaskedPath(self.model, run)
+
+    @property
+    def precision(self) -> str:
+        """``"bf16-checked"`` while the screen is in use, else ``"fp32"``."""
+        return "bf16-checked" if getattr(self._path, "screen", None) is not None else "fp32"
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the fast path runs channels-last."""
+        return bool(getattr(self._path, "channels_last", False))
+
+    @property
+    def screen_stats(self) -> dict:
+        """The checked-bf16 screen's counters (:attr:`carlib.engine.screen.CheckedBf16.stats`);
+        empty in fp32."""
+        screen = getattr(self._path, "screen", None)
+        return screen.stats if screen is not None else {}
+
+    @torch.no_grad()
+    def evaluate(self, removed: list[int], candidates: list[int],
+                 progress: "object | None" = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Correct counts per class for the current network and each candidate.
+
+        Args:
+            removed: filters already pruned.
+            candidates: filters to evaluate one at a time on top of ``removed``.
+            progress: a tqdm bar advanced by the number of images x candidates done.
+
+        Returns:
+            ``(base, per_candidate, n)``: int64 ``(classes,)``, ``(len(candidates), classes)``
+            and the image count per class ``(classes,)``.
+        """
+        with eval_mode(self.model), strict_fp32(self.device):
+            return self._path.evaluate(removed, candidates, progress)
+
+    @torch.no_grad()
+    def evaluate_prefixes(self, order: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Correct counts per class with the first 0, 1, ..., ``len(order)`` filters pruned.
+
+        On the fast path a whole pruning curve costs one suffix pass per point and no pass in
+        front of the consumer (:meth:`carlib.engine.fast.FastPath.evaluate_prefixes`).
+
+        Returns:
+            ``(correct (len(order) + 1, classes), counts (classes,))``.
+        """
+        if self.method != "fast":
+            rows, counts = [], None
+            for k in range(len(order) + 1):
+                base, _, counts = self.evaluate(list(order[:k]), [])
+                rows.append(base)
+            return torch.stack(rows), counts
+        with eval_mode(self.model), strict_fp32(self.device):
+            return self._path.evaluate_prefixes(order)
+
+    def screen_summary(self) -> dict:
+        """``screen_recomputed`` (share of the pairs recomputed in fp32) and
+        ``screen_worst_ratio``; empty unless ``bf16-checked``."""
+        screen = getattr(self._path, "screen", None)
+        return screen.summary() if screen is not None else {}
+
+    def _set_classes(self, c: int) -> int:
+        """Record the model's output width; labels must index it."""
+        lo, hi = int(self.labels.min()), int(self.labels.max())
+        if lo < 0 or hi >= c:
+            raise CarlibError(f"the labels run from {lo} to {hi} but the model has {c} outputs; "
+                              f"use labels in 0..{c - 1} (a dataset that matches the model's classes)")
+        self.num_classes = c
+        return c

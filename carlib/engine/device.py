@@ -1,0 +1,152 @@
+"""Where the engine computes: the device policy, exact fp32 on GPUs, and fast-bf16 detection.
+
+One policy for every entry point (Python API, command line, profiles): ``None`` means the CPU,
+``"auto"`` means the first GPU when one is present and the CPU otherwise, and any device
+named explicitly must exist, or a one-line :class:`~carlib.errors.CarlibError` says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..errors import CarlibError
+
+__all__ = ["resolve_device", "model_on", "eval_mode", "strict_fp32", "fast_bf16", "bf16_flags",
+           "BF16_CPU_FLAGS"]
+
+#: /proc/cpuinfo flags of CPU instructions that make bf16 fast (see :func:`fast_bf16`).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to compute on (see the module docstring).
+
+    Args:
+        device: ``None`` (the CPU), ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a
+            :class:`torch.device`.
+
+    Returns:
+        A :class:`torch.device`.
+
+    Raises:
+        CarlibError: an unknown device, or a GPU that is not there.
+
+    Example:
+        >>> resolve_device(None)
+        device(type='cpu')
+    """
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CarlibError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CarlibError("device cuda requested but no GPU is available; use --device cpu")
+    return dev
+
+
+def model_on(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` if its parameters are on ``device``, else a copy moved there (the caller's
+    model stays where it is).
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> model_on(m, torch.device("cpu")) is m
+        True
+    """
+    param = next(iter(model.parameters()), None)
+    if param is not None and param.device != device:
+        return copy.deepcopy(model).to(device)
+    return model
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run a block with ``model`` in eval mode; its mode is restored afterwards.
+
+    Example:
+        >>> m = nn.Dropout().train()
+        >>> with eval_mode(m):
+        ...     m.training
+        False
+        >>> m.training
+        True
+    """
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+@contextmanager
+def strict_fp32(device: torch.device) -> Iterator[None]:
+    """On a GPU, compute fp32 convolutions and matrix products in full fp32 (no TF32).
+
+    TF32 keeps 10 mantissa bits and moves near-tie predictions; CAR values are differences of
+    a few images, so the engine keeps fp32 exact on every device. The global flags are
+    restored on exit. A no-op on the CPU.
+
+    Example:
+        >>> with strict_fp32(torch.device("cpu")):
+        ...     pass
+    """
+    if device.type != "cuda":
+        yield
+        return
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether bf16 convolutions and matrix products are much faster than fp32 here.
+
+    True on CPUs with bf16 dot-product instructions, AMX-BF16 (recent Xeons) or AVX512-BF16
+    (AMD Zen 4 and later, Cooper Lake); False elsewhere: on AVX2 CPUs bf16 is emulated and
+    slower than fp32. GPUs are not auto-selected (the checked bf16 path is available there by
+    ``precision="bf16-checked"``). Measurements: ``bench/README.md``.
+
+    Example:
+        >>> fast_bf16("cpu") in (True, False)
+        True
+    """
+    return torch.device(device).type == "cpu" and bool(_cpu_bf16_flags())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_flags() -> tuple[str, ...]:
+    """The :data:`BF16_CPU_FLAGS` this CPU has (/proc/cpuinfo, read once; none where absent)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return bf16_flags(f.read())
+    except OSError:
+        return ()
+
+
+def bf16_flags(cpuinfo: str) -> tuple[str, ...]:
+    """The :data:`BF16_CPU_FLAGS` named on the first ``flags`` line of a /proc/cpuinfo text.
+
+    Example:
+        >>> bf16_flags("flags\\t\\t: fpu avx2 avx512f avx512_bf16 avx512_vnni")
+        ('avx512_bf16',)
+    """
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return tuple(x for x in BF16_CPU_FLAGS if x in flags)
+    return ()

@@ -1,0 +1,37 @@
+"""carlib.files: atomic writes and checksums."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from carlib.files import atomic_path, sha256_file, write_text_atomic
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "r.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+def test_temporaries_are_unique_and_keep_the_suffix(tmp_path):
+    target = tmp_path / "x.npz"
+    with atomic_path(target) as a, atomic_path(target) as b:
+        assert a != b and a.suffix == b.suffix == ".npz" and a.parent == tmp_path
+        a.write_text("a")
+        b.write_text("b")
+    assert target.read_text() == "a"  # the outer block finished last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def test_write_text_and_checksum(tmp_path):
+    p = write_text_atomic(tmp_path / "m.json", "{}\n")
+    assert p.read_text() == "{}\n" and oct(p.stat().st_mode & 0o777) == "0o644"
+    assert sha256_file(p) == hashlib.sha256(b"{}\n").hexdigest()
+    assert sha256_file(p, chunk=1) == sha256_file(p)
