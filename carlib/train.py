@@ -175,7 +175,7 @@ def train_alexnet_tiny(
             loss.backward()
             opt.step()
             sched.step()
-            tot_loss += float(loss) * len(idx)
+            tot_loss += float(loss.detach()) * len(idx)
             tot_correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
             if s % 50 == 0:
