@@ -14,7 +14,11 @@ network trained in TensorFlow. Two things differ from torchvision's MobileNetV2,
 * the padding: the stride-2 3x3 convolutions (``features.0.0`` and the stride-2 depthwise
   convolutions) use TensorFlow's ``"SAME"`` padding (:class:`carlib.convs.SamePadConv2d`:
   one row and column of zeros at the bottom and right for even-sized inputs), not
-  torchvision's symmetric ``padding=1``, which costs about two points of top-1.
+  torchvision's symmetric ``padding=1``.
+
+On ``imagenet-sample`` (1,398 images, resize 256, center crop 224) it scores top-1 78.0 %
+(1,091 correct; Wilson 95 % interval 75.8-80.1 %) and top-5 93.9 %; with symmetric padding
+instead, top-1 falls to 74.6 % and top-5 to 91.4 %.
 """
 
 from __future__ import annotations
@@ -57,8 +61,8 @@ class InputRescale(nn.Module):
         >>> r = InputRescale()
         >>> p = torch.tensor([0.0, 128.0, 255.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
         >>> x = (p / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        >>> r(x)[0, :, 0, 0].tolist()  # doctest: +ELLIPSIS
-        [-1.0..., 0.0..., 0.99...]
+        >>> [round(v, 5) for v in r(x)[0, :, 0, 0].tolist()]  # p / 128 - 1
+        [-1.0, 0.0, 0.99219]
     """
 
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
