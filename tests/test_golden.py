@@ -23,7 +23,7 @@ def _smoke_results() -> dict:
     from carlib.analysis.study import Study
 
     study = Study("smoke", progress=False)
-    out = {"n_images": len(study.data), "model_fingerprint": study._key["model"]}
+    out = {"n_images": len(study.data), "model_fingerprint": study.cache.key["model"]}
     for layer in ("conv1", "conv2"):
         car = car_index(study.model, layer, study.data, progress=False)
         steps = greedy_prune(study.model, layer, study.greedy_data,

@@ -11,7 +11,7 @@ from carlib.errors import CarlibError
 def test_profiles():
     assert set(PROFILES) == {"default", "paper", "smoke"}
     paper = get_profile("paper")
-    assert (paper.model, paper.dataset, paper.per_class, paper.device) == ("alexnet", "imagenet", 50, "cuda")
+    assert (paper.model, paper.dataset, paper.per_class, paper.device) == ("alexnet", "imagenet", 50, "auto")
     assert paper.greedy_steps == {"conv1": 32, "conv2": 96}  # half of torchvision's 64 and 192
     assert get_profile("smoke").per_class < get_profile("default").per_class
     assert get_profile("default").with_(per_class=3).per_class == 3
