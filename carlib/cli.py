@@ -25,10 +25,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="alexnet-tiny",
-                   help="alexnet-tiny (default), alexnet, or any torchvision classification model")
+                   help="alexnet-tiny (default), alexnet, mobilenet_v2-coral, or any torchvision "
+                        "classification model")
     p.add_argument("--weights", type=Path, default=None,
                    help="a state-dict checkpoint for alexnet-tiny instead of the committed weights")
-    p.add_argument("--dataset", default="tiny-imagenet", help="tiny-imagenet (default) or imagenet")
+    p.add_argument("--dataset", default="tiny-imagenet",
+                   help="tiny-imagenet (default), imagenet, or imagenet-sample (1,398 ImageNet val images)")
     p.add_argument("--split", default="val", help="train or val (default val)")
     p.add_argument("--per-class-images", type=int, default=None, metavar="K",
                    help="use the first K images of every class (default: all)")

@@ -11,8 +11,11 @@ For a convolution, :func:`analyze` finds
   consumer's output.
 
 The consumer is linear in its input channels, which is what :mod:`carlib.car` exploits.
-The analysis uses ``torch.fx``; a model that cannot be traced falls back to the registration
-order of modules (masking still works; structural pruning and the fast path do not).
+The analysis uses ``torch.fx`` (:func:`trace`: every ``nn.Conv2d``, subclasses such as
+:class:`carlib.convs.SamePadConv2d` included, is one ``call_module`` node); a model that
+cannot be traced falls back to the registration order of modules (masking still works;
+structural pruning and the fast path do not). Of the ``nn.Conv2d`` subclasses, carlib
+rewrites (prunes, or uses as a fast-path consumer) only :class:`~carlib.convs.SamePadConv2d`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .convs import is_rewritable_conv
 from .errors import CarlibError
 from .layers import ConvLayer, resolve_layer
 
-__all__ = ["LayerPlan", "analyze", "run_nodes"]
+__all__ = ["LayerPlan", "analyze", "run_nodes", "trace"]
 
 # activations with f(0) == 0: zeroing before them equals zeroing after them
 ZERO_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU,
@@ -122,6 +126,37 @@ def _is_flatten(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
     return False
 
 
+class _ConvLeafTracer(fx.Tracer):
+    """torch.fx's tracer, keeping every ``nn.Conv2d`` (subclasses too) as a leaf module."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, nn.Conv2d) or super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace``, except that every ``nn.Conv2d`` -- a subclass whose forward
+    pads or otherwise does more than ``nn.Conv2d`` included -- stays one ``call_module`` node.
+
+    Args:
+        model: the network.
+
+    Returns:
+        The traced ``GraphModule`` (sharing the model's modules and parameters).
+
+    Raises:
+        Whatever ``torch.fx`` raises for a model it cannot trace.
+
+    Example:
+        >>> from carlib.convs import SamePadConv2d
+        >>> gm = trace(nn.Sequential(SamePadConv2d(3, 4, 3, stride=2), nn.ReLU()))
+        >>> [(n.op, n.target) for n in gm.graph.nodes][1]
+        ('call_module', '0')
+    """
+    tracer = _ConvLeafTracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, model.__class__.__name__)
+
+
 def _module_calls(gm: fx.GraphModule) -> dict[str, int]:
     calls: dict[str, int] = {}
     for n in gm.graph.nodes:
@@ -177,7 +212,7 @@ def analyze(model: nn.Module, layer: "str | LayerPlan") -> LayerPlan:
         return layer
     info = resolve_layer(model, layer)
     try:
-        gm = fx.symbolic_trace(model)
+        gm = trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: fall back
         return _sequential_fallback(model, info, f"{exc.__class__.__name__}")
     mods = dict(gm.named_modules())
@@ -232,6 +267,11 @@ def analyze(model: nn.Module, layer: "str | LayerPlan") -> LayerPlan:
         nxt = users[0]
         if nxt.op == "call_module" and isinstance(mods[nxt.target], nn.Conv2d) and not flat:
             conv = mods[nxt.target]
+            if not is_rewritable_conv(conv):
+                reason = (f"its consumer {nxt.target} is a {type(conv).__name__}, a Conv2d subclass "
+                          "carlib cannot rewrite")
+                plan.fast_reason = plan.prune_reason = reason
+                return plan
             if conv.groups != 1 or conv.padding_mode != "zeros":
                 reason = f"its consumer {nxt.target} is a grouped or non-zero-padded convolution"
                 plan.fast_reason = plan.prune_reason = reason
@@ -253,6 +293,9 @@ def analyze(model: nn.Module, layer: "str | LayerPlan") -> LayerPlan:
         plan.fast_reason = plan.prune_reason = f"its consumer {nxt.target} is called more than once"
         return plan
     plan.prune_reason = None
+    if not is_rewritable_conv(info.module):
+        plan.prune_reason = (f"{info.path} is a {type(info.module).__name__}, a Conv2d subclass "
+                             "carlib cannot rebuild")
     # the suffix must depend on nothing before the consumer but parameters
     after = [n for n in gm.graph.nodes if order[n] > order[nxt]]
     allowed = set(after) | {nxt}

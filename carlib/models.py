@@ -1,5 +1,6 @@
 """Models: the default ``alexnet-tiny`` (trained by carlib on Tiny ImageNet), torchvision's
-AlexNet with ImageNet weights, and any other torchvision classification model by name.
+AlexNet with ImageNet weights, any other torchvision classification model by name, and
+``mobilenet_v2-coral`` (an ImageNet MobileNetV2 from a weights file, :mod:`carlib.mobilenet`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
 ]
 
-MODELS = ("alexnet-tiny", "alexnet")
+MODELS = ("alexnet-tiny", "alexnet", "mobilenet_v2-coral")
 DEFAULT_WEIGHTS: Path = WEIGHTS_DIR / "alexnet-tiny.pt"
 
 
@@ -199,8 +200,12 @@ def load_model(name: str | nn.Module = "alexnet-tiny", *, weights: str | Path | 
 
     Args:
         name: ``"alexnet-tiny"`` (the default network, trained on Tiny ImageNet, weights
-            committed with carlib), ``"alexnet"`` (torchvision, ``IMAGENET1K_V1``), any other
-            torchvision classification model name (default weights), or an ``nn.Module``.
+            committed with carlib), ``"alexnet"`` (torchvision, ``IMAGENET1K_V1``),
+            ``"mobilenet_v2-coral"`` (ImageNet MobileNetV2 converted from TensorFlow; weights
+            file ``mobilenet_v2_imagenet1k_coral.pth`` looked up in ``$CARLIB_DATA_DIR`` then
+            ``data/``, sha256-checked), any other torchvision classification model name
+            (default weights), or an ``nn.Module``. Every ImageNet model takes 224x224 images
+            normalized with the ImageNet mean/std.
         weights: for ``alexnet-tiny``, another checkpoint (a state dict) to load instead of
             the committed one.
 
@@ -226,6 +231,10 @@ def load_model(name: str | nn.Module = "alexnet-tiny", *, weights: str | Path | 
     if weights is not None:
         raise CarlibError(f"weights= is only supported for alexnet-tiny, not {name!r}; "
                           "load the model yourself and pass the module")
+    if name == "mobilenet_v2-coral":
+        from .mobilenet import load_mobilenet_v2_coral
+
+        return load_mobilenet_v2_coral()
     return _torchvision_model(name)
 
 

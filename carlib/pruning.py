@@ -9,11 +9,22 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .convs import SamePadConv2d
 from .errors import CarlibError
 from .graph import LayerPlan, analyze
 from .layers import check_filters
 
 __all__ = ["prune_filters", "count"]
+
+
+def _conv_like(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
+    """An ungrouped convolution of ``conv``'s class and shape with other channel counts
+    (``nn.Conv2d`` or :class:`~carlib.convs.SamePadConv2d`: :mod:`carlib.graph` refuses
+    other subclasses)."""
+    cls = SamePadConv2d if isinstance(conv, SamePadConv2d) else nn.Conv2d
+    return cls(in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+               1, conv.bias is not None, conv.padding_mode, device=conv.weight.device,
+               dtype=conv.weight.dtype)
 
 
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -64,9 +75,7 @@ def prune_filters(model: nn.Module, layer: str | LayerPlan, filters: Iterable[in
     conv: nn.Conv2d = out.get_submodule(plan.layer.path)
     if conv.groups != 1:
         raise CarlibError(f"{layer} is a grouped convolution; carlib cannot remove its filters")
-    new = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, 1, conv.bias is not None, conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype)
+    new = _conv_like(conv, conv.in_channels, len(keep))
     new.weight.copy_(conv.weight[idx])
     if conv.bias is not None:
         new.bias.copy_(conv.bias[idx])
@@ -87,9 +96,7 @@ def prune_filters(model: nn.Module, layer: str | LayerPlan, filters: Iterable[in
         _set_module(out, plan.norm, nb)
     cons = out.get_submodule(plan.consumer)
     if isinstance(cons, nn.Conv2d):
-        nc = nn.Conv2d(len(keep), cons.out_channels, cons.kernel_size, cons.stride, cons.padding,
-                       cons.dilation, 1, cons.bias is not None, cons.padding_mode,
-                       device=cons.weight.device, dtype=cons.weight.dtype)
+        nc = _conv_like(cons, len(keep), cons.out_channels)
         nc.weight.copy_(cons.weight[:, idx])
     else:
         if cons.in_features % n:

@@ -145,3 +145,31 @@ def tiny_val_slice():
     from carlib import load_dataset
 
     return load_dataset("tiny-imagenet", "val", per_class=1, progress=False)
+
+
+def _found_in_data_dirs(*names: str) -> bool:
+    from carlib.paths import data_search_dirs
+
+    return any((d / n).exists() for d in data_search_dirs() for n in names)
+
+
+requires_imagenet_sample = pytest.mark.skipif(
+    not _found_in_data_dirs("imagenet-val-sample.zip", "imagenet-sample/imagenet/MANIFEST.csv"),
+    reason="imagenet-val-sample.zip not found (set CARLIB_DATA_DIR)")
+requires_coral = pytest.mark.skipif(
+    not _found_in_data_dirs("mobilenet_v2_imagenet1k_coral.pth"),
+    reason="mobilenet_v2_imagenet1k_coral.pth not found (set CARLIB_DATA_DIR)")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (minutes on a 2-core CPU)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow (minutes on a 2-core CPU); run with --run-slow")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)

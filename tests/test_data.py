@@ -12,9 +12,13 @@ import torch
 from PIL import Image
 
 import carlib.data as D
+import carlib.data.imagenet_sample as S
 import carlib.data.tiny_imagenet as T
 from carlib import as_batches, load_dataset
 from carlib.errors import CarlibError, DataNotFoundError
+from carlib.files import sha256_file
+
+from conftest import requires_imagenet_sample
 
 WNIDS = ["n01443537", "n01629819", "n01641577"]
 
@@ -177,6 +181,12 @@ def test_bad_names_and_missing_data(homes):
         load_dataset("tiny-imagenet", "val", progress=False)
     with pytest.raises(DataNotFoundError, match="imagenet/val/<wnid>"):
         load_dataset("imagenet", "val")
+    with pytest.raises(DataNotFoundError) as err:
+        load_dataset("imagenet-sample", "val")
+    assert "imagenet-val-sample.zip" in str(err.value) and "CARLIB_DATA_DIR" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(CarlibError, match="unknown split 'train' for imagenet-sample"):
+        load_dataset("imagenet-sample", "train")
 
 
 def test_tensor_pairs_are_accepted():
@@ -184,3 +194,140 @@ def test_tensor_pairs_are_accepted():
     assert [b[1].tolist() for b in as_batches((x, y), 3)] == [[0, 1, 2], [3, 4]]
     with pytest.raises(CarlibError, match="do not match"):
         list(as_batches((x, y[:3]), 2))
+
+
+# ---------------------------------------------------------------- imagenet-sample
+
+SAMPLE_HEADER = ("path,split,wnid,class_index_sorted_wnid,width,height,source_repo,"
+                 "source_commit,source_path\n")
+
+
+def make_sample_zip(archive: Path, per_class=(2, 1, 3), *, bad_index: bool = False) -> Path:
+    """A miniature imagenet-val-sample.zip: imagenet/val/<wnid>/*.JPEG and MANIFEST.csv."""
+    wnids = D.imagenet_wnids()
+    chosen = [wnids[5], wnids[17], wnids[998]]
+    rng = np.random.default_rng(0)
+    rows = []
+    with zipfile.ZipFile(archive, "w") as zf:
+        for w, k in zip(chosen, per_class):
+            for j in range(k):
+                name = f"imagenet/val/{w}/ILSVRC2012_val_{wnids.index(w) * 10 + j:08d}.JPEG"
+                buf = __import__("io").BytesIO()
+                Image.fromarray(rng.integers(0, 255, (227, 227, 3), dtype=np.uint8)).save(buf, "JPEG")
+                zf.writestr(name, buf.getvalue())
+                index = wnids.index(w) + (1 if bad_index and j == 0 else 0)
+                rows.append(f"{name},val,{w},{index},227,227,repo,0,{name}\n")
+        zf.writestr("imagenet/MANIFEST.csv", SAMPLE_HEADER + "".join(rows))
+    return archive
+
+
+@pytest.fixture
+def sample_zip(homes, monkeypatch):
+    """A miniature sample archive in the data source, its checksum the expected one."""
+    src, home = homes
+    archive = make_sample_zip(src / "imagenet-val-sample.zip")
+    monkeypatch.setattr(S, "IMAGENET_SAMPLE_SHA256", sha256_file(archive))
+    return src, home, archive
+
+
+def test_imagenet_sample_is_checked_and_extracted_beside_not_into_imagenet(sample_zip):
+    src, home, archive = sample_zip
+    ds = load_dataset("imagenet-sample", "val", progress=False)
+    assert (home / "data" / "imagenet-sample" / "imagenet" / "MANIFEST.csv").is_file()
+    assert not (home / "data" / "imagenet").exists() and not (src / "imagenet-sample").exists()
+    wnids = D.imagenet_wnids()
+    assert ds.name == "imagenet-sample" and ds.num_classes == 1000 and ds.classes == wnids
+    assert list(ds.labels) == [5, 5, 17, 998, 998, 998]
+    assert ds.class_names[17] == D.imagenet_class_names()[17]
+    x, y = next(as_batches(ds, 6))
+    assert x.shape == (6, 3, 224, 224) and y.tolist() == [5, 5, 17, 998, 998, 998]
+    # the same transform as the imagenet dataset: resize 256, center crop 224, mean/std
+    from torchvision import transforms
+
+    with Image.open(ds.samples[0][0]) as im:
+        ref = transforms.Normalize(D.IMAGENET_MEAN, D.IMAGENET_STD)(
+            transforms.ToTensor()(transforms.CenterCrop(224)(transforms.Resize(256)(im.convert("RGB")))))
+    torch.testing.assert_close(x[0], ref)
+    # per_class: the first k of every class, nested
+    assert list(load_dataset("imagenet-sample", "val", per_class=1, progress=False).labels) == [5, 17, 998]
+    two = load_dataset("imagenet-sample", "val", per_class=2, progress=False)
+    assert list(two.labels) == [5, 5, 17, 998, 998] and two.per_class == 2
+    # the full ImageNet dataset does not pick the sample up
+    with pytest.raises(DataNotFoundError, match="imagenet/val/<wnid>"):
+        load_dataset("imagenet", "val")
+    # a second load uses the extracted copy (the archive is not needed any more)
+    archive.unlink()
+    assert len(load_dataset("imagenet-sample", "val", progress=False)) == 6
+
+
+def test_imagenet_sample_with_a_wrong_checksum_is_refused_and_nothing_extracted(homes, monkeypatch):
+    src, home = homes
+    archive = make_sample_zip(src / "imagenet-val-sample.zip")
+    before = archive.read_bytes()
+    assert S.IMAGENET_SAMPLE_SHA256 != sha256_file(archive)
+    with pytest.raises(CarlibError) as err:
+        load_dataset("imagenet-sample", "val", progress=False)
+    assert "sha256" in str(err.value) and "\n" not in str(err.value)
+    assert not (home / "data" / "imagenet-sample").exists()
+    assert archive.read_bytes() == before  # the user's file is left alone
+
+
+def test_corrupt_imagenet_sample_archive_is_refused_and_nothing_extracted(homes, monkeypatch):
+    src, home = homes
+    archive = make_sample_zip(src / "imagenet-val-sample.zip")
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\0" * 64  # damage a member
+    archive.write_bytes(bytes(data))
+    monkeypatch.setattr(S, "IMAGENET_SAMPLE_SHA256", sha256_file(archive))
+    with pytest.raises(CarlibError, match="not a readable zip archive") as err:
+        load_dataset("imagenet-sample", "val", progress=False)
+    assert "\n" not in str(err.value)
+    assert not (home / "data" / "imagenet-sample").exists()
+    (src / "imagenet-val-sample.zip").write_bytes(b"not a zip at all")
+    monkeypatch.setattr(S, "IMAGENET_SAMPLE_SHA256", sha256_file(archive))
+    with pytest.raises(CarlibError, match="not a readable zip archive"):
+        load_dataset("imagenet-sample", "val", progress=False)
+    assert not (home / "data" / "imagenet-sample").exists()
+
+
+def test_imagenet_sample_manifest_must_agree_with_the_folders(homes, monkeypatch):
+    src, home = homes
+    archive = make_sample_zip(src / "imagenet-val-sample.zip", bad_index=True)
+    monkeypatch.setattr(S, "IMAGENET_SAMPLE_SHA256", sha256_file(archive))
+    with pytest.raises(CarlibError, match="MANIFEST.csv labels .* as .* but its folder is"):
+        load_dataset("imagenet-sample", "val", progress=False)
+    root = home / "data" / "imagenet-sample" / "imagenet"
+    (root / "MANIFEST.csv").write_text(SAMPLE_HEADER)  # lists no image
+    with pytest.raises(CarlibError, match="is not listed in MANIFEST.csv"):
+        load_dataset("imagenet-sample", "val", progress=False)
+
+
+@requires_imagenet_sample
+def test_the_real_imagenet_sample():
+    """The archive in the data folder: its checksum, 1,398 images of 749 classes, labels equal
+    to MANIFEST.csv's (read from the archive itself), per-class subsets."""
+    import csv
+    import io
+
+    from carlib.paths import data_search_dirs
+
+    archive = next((d / D.IMAGENET_SAMPLE_FILE for d in data_search_dirs()
+                    if (d / D.IMAGENET_SAMPLE_FILE).is_file()), None)
+    ds = load_dataset("imagenet-sample", "val", progress=False)
+    assert len(ds) == 1398 and len(set(ds.labels.tolist())) == 749
+    assert Path(ds.samples[0][0]).parent.parent.parent.parent.name == "imagenet-sample"
+    if archive is not None:
+        assert sha256_file(archive) == D.IMAGENET_SAMPLE_SHA256
+        with zipfile.ZipFile(archive) as zf:
+            rows = list(csv.DictReader(io.TextIOWrapper(zf.open("imagenet/MANIFEST.csv"))))
+        expected = {r["path"]: int(r["class_index_sorted_wnid"]) for r in rows}
+        got = {"/".join(Path(p).parts[-4:]): y for p, y in ds.samples}
+        assert got == expected
+    wnids = D.imagenet_wnids()
+    assert all(wnids[y] == Path(p).parent.name for p, y in ds.samples)
+    sizes = [len(load_dataset("imagenet-sample", "val", per_class=k, progress=False)) for k in (1, 2, 3, 7)]
+    assert sizes == [749, 1159, 1312, 1398]
+    one = load_dataset("imagenet-sample", "val", per_class=1, progress=False)
+    assert np.bincount(one.labels, minlength=1000).max() == 1
+    x, y = next(as_batches(one.subset([0, 1]), 2))
+    assert x.shape == (2, 3, 224, 224) and y.tolist() == one.labels[:2].tolist()

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 from ..errors import CarlibError, DataNotFoundError
@@ -28,14 +29,28 @@ def safe_extract(archive: Path, target: Path) -> None:
         target: the folder to extract into (created if needed).
 
     Raises:
-        CarlibError: a member's path is absolute or contains ``..`` (zip-slip).
+        CarlibError: a member's path is absolute or contains ``..`` (zip-slip), or the file
+            is not a readable zip archive (truncated, corrupt); nothing is extracted then.
 
     Example:
         >>> safe_extract(Path("tiny-imagenet-200.zip"), data_dir())  # doctest: +SKIP
     """
     target = Path(target)
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
+    try:
+        _extract_checked(Path(archive), target, target.resolve())
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise CarlibError(
+            f"cannot extract {Path(archive).name}: not a readable zip archive ({exc}); "
+            "it is truncated or corrupt, replace it with an intact copy"
+        ) from None
+    finally:
+        if created and not any(target.iterdir()):
+            target.rmdir()  # a refused archive leaves no empty folder behind
+
+
+def _extract_checked(archive: Path, target: Path, root: Path) -> None:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             dest = (root / info.filename).resolve()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
+
+import torch
 
 from ..errors import CarlibError, DataNotFoundError
 from ..paths import PACKAGE_DIR, data_dir, data_search_dirs
 from .containers import IMAGENET_MEAN, IMAGENET_STD, FolderDataset
 
-__all__ = ["imagenet_wnids", "load_imagenet"]
+__all__ = ["imagenet_wnids", "imagenet_class_names", "imagenet_transform", "load_imagenet"]
 
 
 def imagenet_wnids() -> list[str]:
@@ -16,13 +19,33 @@ def imagenet_wnids() -> list[str]:
     return (PACKAGE_DIR / "resources" / "imagenet1k_wnids.txt").read_text().split()
 
 
-def _imagenet_names() -> list[str]:
+def imagenet_class_names() -> list[str]:
+    """Human-readable names of the 1,000 classes in class-index order (torchvision's)."""
     try:
         from torchvision.models import AlexNet_Weights
 
         return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
     except Exception:  # pragma: no cover - torchvision always has it
         return imagenet_wnids()
+
+
+def imagenet_transform() -> Callable[..., torch.Tensor]:
+    """torchvision's standard evaluation transform: resize 256, center crop 224, ImageNet
+    mean/std normalization (a PIL image -> a float tensor ``(3, 224, 224)``).
+
+    Example:
+        >>> from PIL import Image
+        >>> imagenet_transform()(Image.new("RGB", (300, 260))).shape
+        torch.Size([3, 224, 224])
+    """
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
 
 
 def load_imagenet(split: str = "val") -> FolderDataset:
@@ -33,8 +56,6 @@ def load_imagenet(split: str = "val") -> FolderDataset:
         >>> load_imagenet("val").num_classes  # doctest: +SKIP
         1000
     """
-    from torchvision import transforms
-
     root = None
     for d in data_search_dirs():
         if (d / "imagenet" / split).is_dir():
@@ -59,12 +80,6 @@ def load_imagenet(split: str = "val") -> FolderDataset:
         samples += [(str(f), index[sub.name]) for f in files]
     if not samples:
         raise DataNotFoundError(f"no images under {root}; place imagenet/{split}/<wnid>/*.JPEG there")
-    tf = transforms.Compose([
-        transforms.Resize(256),
-        transforms.CenterCrop(224),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
     workers = min(8, os.cpu_count() or 1) if len(samples) > 1000 else 0
-    return FolderDataset("imagenet", split, samples, wnids, _imagenet_names(), tf,
-                         num_workers=workers)
+    return FolderDataset("imagenet", split, samples, wnids, imagenet_class_names(),
+                         imagenet_transform(), num_workers=workers)

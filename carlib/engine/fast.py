@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..convs import SamePadConv2d
 from ..data import as_batches
 from ..graph import LayerPlan, analyze, run_nodes
 from .correct import Counts, tally
@@ -210,11 +211,16 @@ class FastPath:
             x = p.view(p.shape[0], self.n_filters, -1)[:, ks]  # (N, G, S)
             w = cons.weight.view(cons.out_features, self.n_filters, -1)[:, ks]  # (O, G, S)
             return torch.einsum("ngs,ogs->ngo", x, w)
-        x = self._fmt(p[:, ks])  # (N, G, H, W)
+        x = self._fmt(self._padded(p[:, ks]))  # (N, G, H, W)
         w = cons.weight[:, ks]  # (O, G, kh, kw)
         wg = w.transpose(0, 1).reshape(g * cons.out_channels, 1, *w.shape[2:])
         out = F.conv2d(x, wg, None, cons.stride, cons.padding, cons.dilation, groups=g)
         return out.unflatten(1, (g, cons.out_channels))
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded as the consumer pads its input itself (a
+        :class:`~carlib.convs.SamePadConv2d`); other consumers pad by their ``padding``."""
+        return self.consumer.pad_input(x) if isinstance(self.consumer, SamePadConv2d) else x
 
     def _pairs_buffer(self, z: torch.Tensor, g: int) -> torch.Tensor:
         return torch.empty((z.shape[0] * g, *z.shape[1:]), dtype=z.dtype, device=z.device,
@@ -244,7 +250,7 @@ class FastPath:
         o, (kh, kw) = cons.out_channels, cons.kernel_size
         zk = self._pairs_buffer(z, g)
         out = zk.unflatten(0, (n, g))
-        cols = F.unfold(p[:, ks], cons.kernel_size, cons.dilation, cons.padding, cons.stride)
+        cols = F.unfold(self._padded(p[:, ks]), cons.kernel_size, cons.dilation, cons.padding, cons.stride)
         cols = cols.view(n, g, kh * kw, -1)  # (N, G, kh*kw, L)
         w = cons.weight[:, ks].reshape(o, g, kh * kw)
         if self.channels_last:  # rows are (position, channel): z - cols^T @ w^T
