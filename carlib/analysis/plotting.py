@@ -1,9 +1,9 @@
-"""Plotting helpers shared by the notebooks: filter grids, patch mosaics, saving figures."""
+"""Plotting helpers shared by the figures: filter grids, patch mosaics and panels, saving figures."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib
 
@@ -13,7 +13,12 @@ from torch import nn
 
 from ..paths import figures_dir
 
-__all__ = ["filter_images", "filter_grid", "patch_mosaic", "save_figure", "style"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .patches import Patch
+
+__all__ = ["filter_images", "filter_grid", "patch_mosaic", "patch_panel", "save_figure", "style"]
 
 
 def style() -> None:
@@ -89,6 +94,40 @@ def patch_mosaic(patches: Sequence[np.ndarray], ncols: int = 3) -> np.ndarray:
         r, c = divmod(i, ncols)
         out[r * (s + 1) : r * (s + 1) + s, c * (s + 1) : c * (s + 1) + s] = p
     return out
+
+
+def patch_panel(patches: Mapping[int, Sequence[Patch]], filters: Sequence[int],
+                titles: Sequence[str], colors: Sequence[str], *, title: str, ncols: int = 10,
+                width: float = 1.25, height: float = 1.45, mosaic_cols: int = 3) -> Figure:
+    """Filters shown through their strongest patches: one mosaic per filter, in a grid.
+
+    Args:
+        patches: :func:`~carlib.analysis.patches.top_patches` of (at least) ``filters``.
+        filters: the filters, in panel order (a filter may appear twice).
+        titles: one title per panel.
+        colors: one title color per panel.
+        title: the figure's title.
+        ncols: panels per row.
+        width, height: inches per panel.
+        mosaic_cols: patches per row of a mosaic.
+
+    Returns:
+        The figure (``ncols`` axes per row; unused ones are blank).
+
+    Example:
+        >>> fig = patch_panel(p, [3], ["filter 3"], ["navy"], title="one filter")  # doctest: +SKIP
+    """
+    rows = int(np.ceil(len(filters) / ncols))
+    fig, axes = plt.subplots(rows, ncols, figsize=(ncols * width, rows * height), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, f in enumerate(filters):
+        ax = axes.flat[i]
+        ax.imshow(patch_mosaic([p.pixels for p in patches[f]], ncols=mosaic_cols))
+        ax.set_title(titles[i], fontsize=7, color=colors[i])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def save_figure(fig, profile: str, name: str) -> list[Path]:
