@@ -65,6 +65,18 @@ def prototype_data(n: int, classes: int, size: int, seed: int = 1):
     return x, y
 
 
+@pytest.fixture
+def homes(tmp_path, monkeypatch):
+    """An empty source folder as ``$CARLIB_DATA_DIR``, a fresh project home, no downloads."""
+    src, home = tmp_path / "shared", tmp_path / "home"
+    src.mkdir()
+    home.mkdir()
+    monkeypatch.setenv("CARLIB_DATA_DIR", str(src))
+    monkeypatch.setenv("CARLIB_HOME", str(home))
+    monkeypatch.setenv("CARLIB_NO_DOWNLOAD", "1")
+    return src, home
+
+
 def uint8_dataset():
     """Twelve random 32x32 uint8 images of three classes (the first one strongly red)."""
     import numpy as np

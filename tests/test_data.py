@@ -53,18 +53,6 @@ def zip_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
-@pytest.fixture
-def homes(tmp_path, monkeypatch):
-    """A read-only-ish source folder and a fresh project home."""
-    src, home = tmp_path / "shared", tmp_path / "home"
-    src.mkdir()
-    home.mkdir()
-    monkeypatch.setenv("CARLIB_DATA_DIR", str(src))
-    monkeypatch.setenv("CARLIB_HOME", str(home))
-    monkeypatch.setenv("CARLIB_NO_DOWNLOAD", "1")
-    return src, home
-
-
 def test_tiny_imagenet_from_zip_is_extracted_into_the_project(homes, tmp_path):
     src, home = homes
     folder = make_tiny(tmp_path / "build")

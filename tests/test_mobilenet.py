@@ -31,16 +31,6 @@ STRIDED = ["features.0.0", "features.2.conv.1.0", "features.4.conv.1.0", "featur
            "features.14.conv.1.0"]
 
 
-@pytest.fixture
-def homes(tmp_path, monkeypatch):
-    src, home = tmp_path / "shared", tmp_path / "home"
-    src.mkdir()
-    home.mkdir()
-    monkeypatch.setenv("CARLIB_DATA_DIR", str(src))
-    monkeypatch.setenv("CARLIB_HOME", str(home))
-    return src, home
-
-
 @pytest.fixture(scope="module")
 def coral():
     return load_model("mobilenet_v2-coral")

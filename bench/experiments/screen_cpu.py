@@ -20,24 +20,12 @@ import copy
 
 import numpy as np
 import torch
-from torch import nn
 
 import carlib
 from carlib.data import as_batches
 from carlib.engine import decision_margin
+from carlib.engine.screen import Fp32Input
 from carlib.graph import analyze, run_nodes
-
-
-class Fp32Input(nn.Module):
-    """Runs a module in fp32 on an input cast up from bf16."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.float())
-
 
 p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 p.add_argument("--layer", default="conv1")

@@ -24,10 +24,10 @@ from torch import nn
 from ..graph import LayerPlan, run_nodes
 from .correct import decision_margin, tally
 
-__all__ = ["CheckedBf16"]
+__all__ = ["CheckedBf16", "Fp32Input"]
 
 
-class _Fp32Input(nn.Module):
+class Fp32Input(nn.Module):
     """Runs a module in fp32 on an input cast up from bf16 (the logits layer of the screen)."""
 
     def __init__(self, module: nn.Module):
@@ -49,7 +49,7 @@ def _bf16_suffix(plan: LayerPlan) -> "torch.fx.GraphModule":
         if t != last:
             gm.get_submodule(t).to(torch.bfloat16)
     if last is not None:
-        gm.set_submodule(last, _Fp32Input(gm.get_submodule(last)))
+        gm.set_submodule(last, Fp32Input(gm.get_submodule(last)))
     return gm
 
 
