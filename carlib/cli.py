@@ -28,7 +28,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="alexnet-tiny (default), alexnet, mobilenet_v2-coral, or any torchvision "
                         "classification model")
     p.add_argument("--weights", type=Path, default=None,
-                   help="a state-dict checkpoint for alexnet-tiny instead of the committed weights")
+                   help="a state-dict checkpoint for alexnet-tiny instead of the committed weights "
+                        "(checked against <file>.sha256 when that file exists)")
     p.add_argument("--dataset", default="tiny-imagenet",
                    help="tiny-imagenet (default), imagenet, or imagenet-sample (1,398 ImageNet val images)")
     p.add_argument("--split", default="val", help="train or val (default val)")
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--journal", type=Path, default=None,
                    help="journal file for resuming (default: <out>.journal.jsonl)")
     g.add_argument("--save-model", type=Path, default=None,
-                   help="also save the physically pruned network's state dict here (.pt)")
+                   help="also save the physically pruned network's state dict here (.pt), its "
+                        "sha256 beside it (<file>.sha256)")
     return p
 
 
@@ -99,18 +101,42 @@ def _info(args: argparse.Namespace) -> None:
     print(f"parameters {c['params']:,}; multiply-accumulates per {size[1]}x{size[2]} image {c['macs']:,}")
 
 
+def _outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """Every file a ``car`` or ``prune`` run will write, checked before anything is loaded."""
+    from .files import check_writable
+    from .tables import check_output_path
+
+    paths = {"--out": check_output_path(args.out)}
+    if args.command == "prune":
+        paths["--journal"] = check_writable(args.journal or args.out.with_name(args.out.name + ".journal.jsonl"))
+        if args.save_model is not None:
+            paths["--save-model"] = check_writable(args.save_model)
+    seen: dict[Path, str] = {}
+    for flag, path in paths.items():
+        key = path.resolve()
+        if key in seen:
+            raise CarlibError(f"{seen[key]} and {flag} name the same file {path}; give each its own file")
+        seen[key] = flag
+    return paths
+
+
 def _load(args: argparse.Namespace):
     """The model and data of a ``car`` or ``prune`` run, every argument checked by the library
-    before the data is decoded."""
+    before the model and the data are loaded."""
     from .data import load_dataset
     from .engine import resolve_device
+    from .engine.inputs import check_count
     from .greedy import check_n_remove
     from .layers import resolve_layer
     from .models import load_model
 
+    resolve_device(args.device)
+    check_count(args.batch_size, "--batch-size")
+    if args.per_class_images is not None and args.per_class_images < 1:
+        raise CarlibError(f"--per-class-images must be at least 1, got {args.per_class_images}; "
+                          "leave it out to use every image")
     model = load_model(args.model, weights=args.weights)
     layer = resolve_layer(model, args.layer)
-    resolve_device(args.device)
     if getattr(args, "n_remove", None) is not None:
         check_n_remove(args.n_remove, layer.filters, args.layer)
     data = load_dataset(args.dataset, args.split, per_class=args.per_class_images,
@@ -120,9 +146,9 @@ def _load(args: argparse.Namespace):
 
 def _car(args: argparse.Namespace) -> None:
     from .car import car_index
-    from .tables import check_output_path, write_table
+    from .tables import write_table
 
-    check_output_path(args.out)
+    _outputs(args)
     model, data = _load(args)
     df = car_index(model, args.layer, data, per_class=args.per_class, topk=args.topk,
                    batch_size=args.batch_size, device=args.device, progress=not args.quiet,
@@ -133,20 +159,15 @@ def _car(args: argparse.Namespace) -> None:
 
 
 def _prune(args: argparse.Namespace) -> None:
-    import torch
-
-    from .files import atomic_path, check_writable
     from .greedy import greedy_prune
+    from .models import save_checkpoint
     from .pruning import prune_filters
-    from .tables import check_output_path, write_table
+    from .tables import write_table
 
-    check_output_path(args.out)
-    if args.save_model is not None:
-        check_writable(args.save_model)
+    paths = _outputs(args)
     model, data = _load(args)
-    journal = args.journal or args.out.with_name(args.out.name + ".journal.jsonl")
     df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
-                      journal=journal, batch_size=args.batch_size, device=args.device,
+                      journal=paths["--journal"], batch_size=args.batch_size, device=args.device,
                       progress=not args.quiet, precision=args.precision)
     write_table(df, args.out)
     print(f"accuracy {df.attrs['base_accuracy']:.4f} -> "
@@ -154,9 +175,8 @@ def _prune(args: argparse.Namespace) -> None:
           f"pruning {len(df)} filters of {args.layer}; steps written to {args.out}")
     if args.save_model is not None:
         small = prune_filters(model, args.layer, df["filter"].tolist())
-        with atomic_path(args.save_model) as tmp:
-            torch.save(small.state_dict(), tmp)
-        print(f"pruned network saved to {args.save_model}")
+        save_checkpoint(small.state_dict(), args.save_model)
+        print(f"pruned network saved to {args.save_model} (sha256 in {args.save_model}.sha256)")
 
 
 def _train(args: argparse.Namespace, argv: list[str]) -> None:

@@ -100,8 +100,8 @@ def check_writable(path: str | Path) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        CarlibError: its folder is missing, is a file, or is not writable; or the file exists
-            and is not writable.
+        CarlibError: its folder is missing, is a file, or is not writable (a file cannot be
+            created there); or ``path`` is a folder, or exists and is not writable.
 
     Example:
         >>> check_writable("/no/such/folder/x.pt")
@@ -115,6 +115,17 @@ def check_writable(path: str | Path) -> Path:
         raise CarlibError(f"cannot write {p}: {parent} is a file, not a folder; choose another output path")
     if not parent.is_dir():
         raise CarlibError(f"cannot write {p}: folder {parent} does not exist; create it first")
+    if p.is_dir():
+        raise CarlibError(f"cannot write {p}: it is a folder; name a file (inside it, say)")
+    if p.exists() and not p.is_file():
+        raise CarlibError(f"cannot write {p}: it is not a regular file; choose another output path")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise CarlibError(f"cannot write {p}: permission denied; choose a writable location")
+    try:  # what atomic_path will do: a temporary file beside the target (read-only mounts, /proc)
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CarlibError(f"cannot write {p}: no file can be created in {parent} "
+                          f"({exc.strerror or exc.__class__.__name__}); choose a writable location") from None
     return p

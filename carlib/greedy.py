@@ -7,6 +7,7 @@ and the filter with the lowest CAR is pruned (ties go to the lower filter index)
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -32,31 +33,74 @@ def _header(engine: Engine, model: nn.Module, data: DataLike, topk: int) -> dict
             "data": data_fingerprint(data), "n_images": engine.n_images, "topk": topk}
 
 
-def _read_journal(path: Path, header: dict) -> list[dict]:
-    """Steps already done, after checking the journal belongs to this run."""
-    lines = path.read_text().splitlines()
+STEP_FIELDS = ("step", "filter", "car", "accuracy", "remaining")
+
+
+def _bad(path: Path, line: int, what: str) -> CarlibError:
+    return CarlibError(f"journal {path} line {line} {what}; the journal is damaged or was edited: "
+                       "delete it to start over, or pass another journal path")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_step(path: Path, line: int, row: object, done: list[dict], n_filters: int) -> dict:
+    """One journal step, every field checked against the run and the steps before it."""
+    if not isinstance(row, dict) or sorted(row) != sorted(STEP_FIELDS):
+        raise _bad(path, line, f"is not a step (an object with exactly {', '.join(STEP_FIELDS)})")
+    k = len(done) + 1
+    if not _is_int(row["step"]) or row["step"] != k:
+        raise _bad(path, line, f"has step {row['step']!r} where step {k} belongs")
+    f = row["filter"]
+    if not _is_int(f) or not 0 <= f < n_filters:
+        raise _bad(path, line, f"names filter {f!r}, outside 0..{n_filters - 1}")
+    if any(s["filter"] == f for s in done):
+        raise _bad(path, line, f"prunes filter {f} a second time")
+    if not _is_number(row["accuracy"]) or not 0 <= row["accuracy"] <= 1:
+        raise _bad(path, line, f"has accuracy {row['accuracy']!r}, not a fraction in 0..1")
+    if not _is_number(row["car"]) or not -1 <= row["car"] <= 1:
+        raise _bad(path, line, f"has car {row['car']!r}, not a difference of accuracies")
+    if not _is_int(row["remaining"]) or row["remaining"] != n_filters - k:
+        raise _bad(path, line, f"has remaining {row['remaining']!r} where {n_filters - k} belongs")
+    return row
+
+
+def _read_journal(path: Path, header: dict, n_filters: int) -> list[dict]:
+    """Steps already done, after checking the journal belongs to this run and every line.
+
+    Only a last line without its newline (a write cut short) may be unreadable: that step is
+    redone. Any other unreadable or inconsistent line is an error naming the file and line.
+    """
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    torn = lines.pop() if lines else b""  # the bytes after the last newline: b"" when intact
     if not lines:
         return []
-    try:
-        head = json.loads(lines[0])
-    except json.JSONDecodeError:
-        raise CarlibError(f"journal {path} is not a carlib greedy journal; delete it or pass "
-                          "another journal path") from None
-    if head != header:
-        diff = [k for k in header if head.get(k) != header[k]]
-        raise CarlibError(
-            f"journal {path} belongs to another run (different {', '.join(diff) or 'format'}); "
-            "delete it to start over, or pass another journal path"
-        )
-    steps = []
-    for line in lines[1:]:
+    steps: list[dict] = []
+    for i, data in enumerate(lines, start=1):
         try:
-            row = json.loads(line)
+            row = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _bad(path, i, "is not UTF-8 text") from None
         except json.JSONDecodeError:
-            break  # a step interrupted while being written: redo it
-        if row.get("step") != len(steps) + 1:
-            break
-        steps.append(row)
+            raise _bad(path, i, "is not valid JSON") from None
+        if i == 1:
+            if not isinstance(row, dict) or row.get("kind") != header["kind"]:
+                raise _bad(path, 1, "is not the header of a carlib greedy journal")
+            if row != header:
+                diff = [k for k in header if row.get(k) != header[k]]
+                raise CarlibError(
+                    f"journal {path} belongs to another run (different "
+                    f"{', '.join(diff) or 'format'}); delete it to start over, or pass another "
+                    "journal path")
+            continue
+        steps.append(_check_step(path, i, row, steps, n_filters))
+    del torn  # a step cut short while being written: redone
     return steps
 
 
@@ -140,7 +184,7 @@ def greedy_prune(
     jpath = Path(journal) if journal is not None else None
     if jpath is not None:
         if jpath.is_file():
-            steps = _read_journal(jpath, header)
+            steps = _read_journal(jpath, header, n)
         jpath.parent.mkdir(parents=True, exist_ok=True)
     removed = [int(s["filter"]) for s in steps]
     base_accuracy = steps[0]["accuracy"] + steps[0]["car"] if steps else None

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import CarlibError, CheckpointError, DataNotFoundError
-from .files import sha256_file
+from .files import atomic_path, sha256_file, write_text_atomic
 from .paths import WEIGHTS_DIR
 
 __all__ = [
@@ -26,6 +26,9 @@ __all__ = [
     "fold_batchnorm",
     "model_fingerprint",
     "DEFAULT_WEIGHTS",
+    "save_checkpoint",
+    "checksum_path",
+    "expected_sha256",
 ]
 
 MODELS = ("alexnet-tiny", "alexnet", "mobilenet_v2-coral")
@@ -127,10 +130,9 @@ def load_checkpoint(model: nn.Module, path: Path, *, sha256: str | None = None) 
     if not path.is_file():
         raise DataNotFoundError(f"checkpoint {path} not found; place the weights file there")
     if sha256 is not None and sha256_file(path) != sha256:
-        raise CheckpointError(
-            f"checkpoint {path} does not match its sha256 (corrupt or replaced); "
-            "restore it with `git checkout -- " + path.name + "` or retrain with `python -m carlib train`"
-        )
+        fix = ("restore it with `git checkout -- " + path.name + "` or retrain with `python -m carlib train`"
+               if path == DEFAULT_WEIGHTS else "restore an intact copy (or save the model again)")
+        raise CheckpointError(f"checkpoint {path} does not match its sha256 (corrupt or replaced); {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, pickled objects
@@ -152,6 +154,69 @@ def load_checkpoint(model: nn.Module, path: Path, *, sha256: str | None = None) 
             "pass the model the checkpoint was trained as"
         ) from None
     return model.eval()
+
+
+def checksum_path(path: str | Path) -> Path:
+    """The sha256 file beside a checkpoint: ``<file>.sha256``.
+
+    Example:
+        >>> checksum_path("runs/small.pt").name
+        'small.pt.sha256'
+    """
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Save a state dict atomically, and its sha256 in :func:`checksum_path` (which
+    :func:`load_model` checks when it loads ``weights=path``).
+
+    Args:
+        state: ``model.state_dict()``.
+        path: the checkpoint file; its folder must exist.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> save_checkpoint(AlexNetTiny().state_dict(), "small.pt")  # doctest: +SKIP
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+        digest = sha256_file(tmp)
+    write_text_atomic(checksum_path(path), f"{digest}  {path.name}\n")
+    return path
+
+
+def expected_sha256(path: str | Path) -> str | None:
+    """The sha256 recorded for a checkpoint, or ``None`` when none is recorded.
+
+    Read from ``<file>.sha256`` (:func:`save_checkpoint`) or ``<stem>.sha256`` (``python -m
+    carlib train``); a checksum file naming another file is ignored.
+
+    Raises:
+        CheckpointError: the checksum file is not ``<64 hex digits>  <file name>``.
+
+    Example:
+        >>> expected_sha256("/no/such/file.pt") is None
+        True
+    """
+    path = Path(path)
+    for side in (checksum_path(path), path.with_suffix(".sha256")):
+        if side == path or not side.is_file():
+            continue
+        try:
+            parts = side.read_text().split()
+        except (OSError, UnicodeDecodeError):
+            parts = []
+        if len(parts) >= 2 and parts[1] != path.name:
+            continue
+        if not parts or len(parts[0]) != 64 or any(c not in "0123456789abcdef" for c in parts[0]):
+            raise CheckpointError(f"{side} is not a sha256 line for {path.name}; delete it or "
+                                  "save the checkpoint again")
+        return parts[0]
+    return None
 
 
 def _default_weights_sha256() -> str | None:
@@ -207,7 +272,8 @@ def load_model(name: str | nn.Module = "alexnet-tiny", *, weights: str | Path | 
             (default weights), or an ``nn.Module``. Every ImageNet model takes 224x224 images
             normalized with the ImageNet mean/std.
         weights: for ``alexnet-tiny``, another checkpoint (a state dict) to load instead of
-            the committed one.
+            the committed one; checked against its sha256 file when there is one
+            (:func:`expected_sha256`).
 
     Returns:
         The model in eval mode, on the CPU.
@@ -226,7 +292,7 @@ def load_model(name: str | nn.Module = "alexnet-tiny", *, weights: str | Path | 
     if name == "alexnet-tiny":
         model = AlexNetTiny()
         if weights is not None:
-            return load_checkpoint(model, Path(weights))
+            return load_checkpoint(model, Path(weights), sha256=expected_sha256(weights))
         return load_checkpoint(model, DEFAULT_WEIGHTS, sha256=_default_weights_sha256())
     if weights is not None:
         raise CarlibError(f"weights= is only supported for alexnet-tiny, not {name!r}; "

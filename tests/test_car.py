@@ -105,3 +105,67 @@ def test_car_relative_to_a_pruned_network(bn_net):
     fast = car_index(model, "conv2", (x, y), pruned=[3, 5], progress=False)
     assert 3 not in set(fast["filter"]) and len(fast) == 10
     _same(fast, car_index_naive(model, "conv2", (x, y), pruned=[3, 5]))
+
+
+def _mixed_modes(model):
+    """Put ``model`` in train mode with some submodules in eval mode; return every mode."""
+    model.train()
+    model.features[1].eval()  # one BatchNorm in eval mode, the other in train mode
+    return {name: m.training for name, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("method", ["fast", "masked"])
+def test_a_model_in_train_mode_is_evaluated_in_eval_mode_and_left_as_it_was(bn_net, method):
+    model, x, y = bn_net
+    expected = car_index(model, "conv1", (x, y), progress=False, method=method)
+    modes = _mixed_modes(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(2):
+        got = car_index(model, "conv1", (x, y), progress=False, method=method)
+        _same(got, expected)
+        assert {name: m.training for name, m in model.named_modules()} == modes
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def _bad_inputs(x, y):
+    nan, inf = x.clone(), x.clone()
+    nan[3, 1, 2, 2] = float("nan")
+    inf[5, 0, 0, 0] = float("inf")
+    return {
+        "uint8": ((x * 40 + 128).clamp(0, 255).to(torch.uint8), y, "uint8"),
+        "nhwc": (x.permute(0, 2, 3, 1).contiguous(), y, "channels-last"),
+        "one-channel": (x[:, :1].contiguous(), y, "3 input channels"),
+        "float64": (x.double(), y, "float64"),
+        "nan": (nan, y, "NaN or infinite"),
+        "inf": (inf, y, "NaN or infinite"),
+        "float-labels": (x, y.float() + 0.5, "integer class indices"),
+        "bool-labels": (x, y > 2, "integer class indices"),
+    }
+
+
+@pytest.mark.parametrize("case", ["uint8", "nhwc", "one-channel", "float64", "nan", "inf",
+                                  "float-labels", "bool-labels"])
+@pytest.mark.parametrize("method", ["fast", "masked"])
+def test_bad_tensors_are_a_clear_error(bn_net, case, method):
+    model, x, y = bn_net
+    xs, ys, needle = _bad_inputs(x[:24], y[:24])[case]
+    with pytest.raises(CarlibError, match=needle) as err:
+        car_index(model, "conv1", (xs, ys), progress=False, method=method)
+    assert "\n" not in str(err.value)
+
+
+def test_images_of_the_wrong_size_for_the_model_are_a_clear_error():
+    from carlib import AlexNetTiny
+
+    model = AlexNetTiny(num_classes=5).eval()  # a fixed-size classifier: 64x64 inputs only
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    with pytest.raises(CarlibError, match=r"cannot classify images of shape \(3, 32, 32\)") as err:
+        car_index(model, "conv1", (x, y), progress=False, filters=[0])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 2.0])
+def test_bad_batch_size_is_refused(bn_net, bad):
+    model, x, y = bn_net
+    with pytest.raises(CarlibError, match="batch_size"):
+        car_index(model, "conv1", (x, y), progress=False, batch_size=bad)

@@ -148,3 +148,65 @@ def test_read_only_output_folder(capsys, env):
         assert code == 2 and "permission denied" in err
     finally:
         os.chmod(ro, 0o700)
+
+
+EARLY = [
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/dir.csv"], "is a folder"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "/proc/a.csv"], "cannot write /proc/a.csv"),
+    (["prune", "--weights", "{w}", "--layer", "conv1", "--n-remove", "2", "--out", "{tmp}/a.csv",
+      "--save-model", "{tmp}/dir.csv"], "is a folder"),
+    (["prune", "--weights", "{w}", "--layer", "conv1", "--n-remove", "2", "--out", "{tmp}/a.csv",
+      "--save-model", "/proc/m.pt"], "cannot write /proc/m.pt"),
+    (["prune", "--weights", "{w}", "--layer", "conv1", "--n-remove", "2", "--out", "{tmp}/a.csv",
+      "--journal", "/proc/j.jsonl"], "cannot write /proc/j.jsonl"),
+    (["prune", "--weights", "{w}", "--layer", "conv1", "--n-remove", "2", "--out", "{tmp}/a.csv",
+      "--journal", "{tmp}/dir.csv"], "is a folder"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--device", "mps"], "device"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--device", "meta"], "device"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--device", "cuda:99"], "device"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--batch-size", "0"], "batch"),
+    (["prune", "--weights", "{w}", "--layer", "conv1", "--n-remove", "1", "--out", "{tmp}/a.csv",
+      "--batch-size", "-4"], "batch"),
+    (["car", "--weights", "{w}", "--layer", "conv1", "--out", "{tmp}/a.csv", "--per-class-images", "0"], "per-class"),
+]
+
+
+@pytest.mark.parametrize("argv,needle", EARLY)
+def test_bad_outputs_and_devices_are_refused_before_any_data_is_loaded(capsys, env, monkeypatch, argv, needle):
+    import carlib.data
+
+    tmp, weights = env
+    (tmp / "dir.csv").mkdir()
+    monkeypatch.setattr(carlib.data, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    argv = [a.format(tmp=tmp, w=weights) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2 and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp.iterdir()) == ["dir.csv", "home", "shared", "w.pt"]
+    assert not any((tmp / "dir.csv").iterdir())
+
+
+def test_saved_pruned_model_has_a_checksum_that_weights_checks(capsys, env):
+    tmp, weights = env
+    small = tmp / "small.pt"
+    code, _, err = run(capsys, "prune", "--weights", str(weights), "--layer", "conv1", "--n-remove",
+                       "1", "--out", str(tmp / "s.csv"), "--save-model", str(small), "--quiet",
+                       "--per-class-images", "1")
+    assert code == 0, err
+    from carlib.files import sha256_file
+
+    assert (tmp / "small.pt.sha256").read_text() == f"{sha256_file(small)}  small.pt\n"
+    # a full-size checkpoint with a sidecar: intact it loads, one flipped byte is refused
+    from carlib.models import save_checkpoint
+
+    good = save_checkpoint(AlexNetTiny(num_classes=200).state_dict(), tmp / "good.pt")
+    assert run(capsys, "info", "--model", "alexnet-tiny", "--weights", str(good))[0] == 0
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside a weight tensor: torch.load alone would not notice
+    good.write_bytes(bytes(data))
+    code, _, err = run(capsys, "info", "--model", "alexnet-tiny", "--weights", str(good))
+    assert code == 2 and "sha256" in err and len(err.strip().splitlines()) == 1

@@ -53,10 +53,10 @@ def zip_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def test_tiny_imagenet_from_zip_is_extracted_into_the_project(homes, tmp_path):
+def test_tiny_imagenet_from_zip_is_extracted_into_the_project(homes, tmp_path, monkeypatch):
     src, home = homes
     folder = make_tiny(tmp_path / "build")
-    zip_folder(folder, src / "tiny-imagenet-200.zip")
+    _checked(monkeypatch, zip_folder(folder, src / "tiny-imagenet-200.zip"))
     val = load_dataset("tiny-imagenet", "val", progress=False)
     assert (home / "data" / "tiny-imagenet-200" / "wnids.txt").is_file()
     assert not (src / "tiny-imagenet-200").exists()  # never beside its source
@@ -319,3 +319,102 @@ def test_the_real_imagenet_sample():
     assert np.bincount(one.labels, minlength=1000).max() == 1
     x, y = next(as_batches(one.subset([0, 1]), 2))
     assert x.shape == (2, 3, 224, 224) and y.tolist() == one.labels[:2].tolist()
+
+
+# ---------------------------------------------------------------- hostile Tiny ImageNet archives
+
+def _checked(monkeypatch, archive: Path) -> Path:
+    """Make ``archive`` the expected Tiny ImageNet archive (its sha256 the official one)."""
+    monkeypatch.setattr(T, "TINY_IMAGENET_SHA256", sha256_file(archive))
+    return archive
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_tiny_extraction_never_touches_the_users_other_data(homes, tmp_path, monkeypatch):
+    src, home = homes
+    folder = make_tiny(tmp_path / "build")
+    archive = src / "tiny-imagenet-200.zip"
+    zip_folder(folder, archive)
+    with zipfile.ZipFile(archive, "a") as zf:  # hostile extra top-level entries
+        zf.writestr("imagenet/val/n01440764/evil.JPEG", b"x")
+        zf.writestr("cache/evil.npz", b"x")
+        zf.writestr("README.md", b"replaced")
+    _checked(monkeypatch, archive)
+    own = home / "data"
+    (own / "imagenet" / "val" / "n01440764").mkdir(parents=True)
+    (own / "imagenet" / "val" / "n01440764" / "mine.JPEG").write_bytes(b"user image")
+    (own / "cache").mkdir()
+    (own / "cache" / "mine.npz").write_bytes(b"user cache")
+    (own / "README.md").write_text("user readme")
+    before = _tree(own)
+    assert len(load_dataset("tiny-imagenet", "val", progress=False)) == 6
+    after = _tree(own)
+    assert {k: after[k] for k in before} == before  # nothing of the user's changed
+    new = {k.split("/")[0] for k in set(after) - set(before)}
+    assert new <= {"tiny-imagenet-200", "cache"}
+    assert not (own / "cache" / "evil.npz").exists() and not (own / "imagenet" / "val" / "n01440764" / "evil.JPEG").exists()
+    assert not [p for p in own.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_tiny_archive_must_match_the_official_checksum(homes, tmp_path):
+    src, home = homes
+    zip_folder(make_tiny(tmp_path / "build"), src / "tiny-imagenet-200.zip")
+    with pytest.raises(CarlibError, match="sha256") as err:
+        load_dataset("tiny-imagenet", "val", progress=False)
+    assert "\n" not in str(err.value) and not (home / "data" / "tiny-imagenet-200").exists()
+
+
+def _symlink_zip(archive: Path) -> Path:
+    import stat
+
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("tiny-imagenet-200/wnids.txt", "n01443537\n")
+        link = zipfile.ZipInfo("tiny-imagenet-200/words.txt")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+    return archive
+
+
+HOSTILE_ARCHIVES = {
+    "random-bytes": (lambda a: a.write_bytes(np.random.default_rng(0).bytes(5000)), "not a readable zip"),
+    "no-tiny-folder": (lambda a: zipfile.ZipFile(a, "w").writestr("other/wnids.txt", "x"),
+                       "holds no tiny-imagenet-200/"),
+    "symlink": (_symlink_zip, "symbolic link"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ARCHIVES))
+def test_hostile_tiny_archives_are_one_line_exit_2_and_leave_nothing(homes, monkeypatch, capsys, case):
+    from carlib.cli import main
+
+    src, home = homes
+    make, needle = HOSTILE_ARCHIVES[case]
+    archive = src / "tiny-imagenet-200.zip"
+    make(archive)
+    _checked(monkeypatch, archive)
+    code = main(["car", "--layer", "conv1", "--out", str(home / "a.csv"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    own = home / "data"
+    assert not own.exists() or not any(own.iterdir())
+    assert not (home / "a.csv").exists()
+
+
+def test_symlink_members_are_refused_by_safe_extract(tmp_path):
+    with pytest.raises(CarlibError, match="symbolic link"):
+        D.safe_extract(_symlink_zip(tmp_path / "l.zip"), tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
+def test_an_incomplete_tiny_folder_of_the_user_is_not_deleted(homes, tmp_path, monkeypatch):
+    src, home = homes
+    _checked(monkeypatch, zip_folder(make_tiny(tmp_path / "build"), src / "tiny-imagenet-200.zip"))
+    mine = home / "data" / "tiny-imagenet-200" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("mine")
+    with pytest.raises(CarlibError, match="tiny-imagenet-200 exists") as err:
+        load_dataset("tiny-imagenet", "val", progress=False)
+    assert "\n" not in str(err.value) and mine.read_text() == "mine"

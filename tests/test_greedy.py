@@ -84,3 +84,94 @@ def test_bad_n_remove(bn_net, n):
     model, x, y = bn_net
     with pytest.raises(CarlibError, match="n_remove"):
         greedy_prune(model, "conv2", (x, y), n_remove=n, progress=False)
+
+
+def test_greedy_on_a_model_in_train_mode_equals_eval_mode(bn_net):
+    model, x, y = bn_net
+    expected = greedy_prune(model, "conv1", (x, y), n_remove=3, progress=False)
+    model.train()
+    model.features[5].eval()
+    modes = {name: m.training for name, m in model.named_modules()}
+    for _ in range(2):
+        got = greedy_prune(model, "conv1", (x, y), n_remove=3, progress=False)
+        pd.testing.assert_frame_equal(got, expected)
+        assert got.attrs["base_accuracy"] == expected.attrs["base_accuracy"]
+    assert {name: m.training for name, m in model.named_modules()} == modes
+
+
+@pytest.mark.parametrize("n", [True, False, "2", None])
+def test_n_remove_must_be_an_integer(bn_net, n):
+    model, x, y = bn_net
+    with pytest.raises(CarlibError, match="n_remove"):
+        greedy_prune(model, "conv2", (x, y), n_remove=n, progress=False)
+
+
+def _good_journal(bn_net, tmp_path):
+    model, x, y = bn_net
+    journal = tmp_path / "j.jsonl"
+    greedy_prune(model, "conv2", (x, y), n_remove=3, progress=False, journal=journal)
+    return journal
+
+
+def _edit_step(lines, i, **change):
+    row = json.loads(lines[i])
+    for k, v in change.items():
+        if v is ...:
+            row.pop(k)
+        else:
+            row[k] = v
+    lines[i] = json.dumps(row)
+    return lines
+
+
+BAD_JOURNALS = {
+    "filter-out-of-range": (lambda ls: _edit_step(ls, 2, filter=99), 3),
+    "negative-filter": (lambda ls: _edit_step(ls, 2, filter=-1), 3),
+    "filter-twice": (lambda ls: _edit_step(ls, 2, filter=json.loads(ls[1])["filter"]), 3),
+    "missing-field": (lambda ls: _edit_step(ls, 2, car=...), 3),
+    "string-filter": (lambda ls: _edit_step(ls, 1, filter="3"), 2),
+    "bool-filter": (lambda ls: _edit_step(ls, 1, filter=True), 2),
+    "nan-accuracy": (lambda ls: _edit_step(ls, 1, accuracy=float("nan")), 2),
+    "accuracy-above-one": (lambda ls: _edit_step(ls, 3, accuracy=1.5), 4),
+    "wrong-remaining": (lambda ls: _edit_step(ls, 2, remaining=3), 3),
+    "step-skipped": (lambda ls: _edit_step(ls, 2, step=5), 3),
+    "garbage-in-the-middle": (lambda ls: ls[:2] + ["{not json"] + ls[2:], 3),
+    "list-as-step": (lambda ls: ls[:2] + ["[1, 2]"] + ls[3:], 3),
+    "list-as-header": (lambda ls: ["[" + ls[0] + "]"] + ls[1:], 1),
+    "number-as-header": (lambda ls: ["17"] + ls[1:], 1),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_JOURNALS))
+def test_a_bad_journal_is_refused_naming_file_and_line(bn_net, tmp_path, case):
+    model, x, y = bn_net
+    journal = _good_journal(bn_net, tmp_path)
+    edit, line = BAD_JOURNALS[case]
+    journal.write_text("\n".join(edit(journal.read_text().splitlines())) + "\n")
+    with pytest.raises(CarlibError) as err:
+        greedy_prune(model, "conv2", (x, y), n_remove=5, progress=False, journal=journal)
+    msg = str(err.value)
+    assert f"{journal} line {line}" in msg and "\n" not in msg
+
+
+def test_a_journal_with_non_utf8_bytes_is_refused(bn_net, tmp_path):
+    model, x, y = bn_net
+    journal = _good_journal(bn_net, tmp_path)
+    journal.write_bytes(journal.read_bytes()[:-20] + b"\xff\xfe\x80" + b"\n")
+    with pytest.raises(CarlibError, match=f"{journal} line 4") as err:
+        greedy_prune(model, "conv2", (x, y), n_remove=5, progress=False, journal=journal)
+    assert "UTF-8" in str(err.value)
+
+
+def test_a_torn_last_line_is_redone_but_a_torn_middle_line_is_not(bn_net, tmp_path):
+    model, x, y = bn_net
+    full = greedy_prune(model, "conv2", (x, y), n_remove=4, progress=False)
+    journal = _good_journal(bn_net, tmp_path)
+    text = journal.read_text()
+    journal.write_text(text + text.splitlines()[3][:12])  # no newline: a torn final write
+    pd.testing.assert_frame_equal(
+        greedy_prune(model, "conv2", (x, y), n_remove=4, progress=False, journal=journal), full)
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join(lines[:2] + [lines[2][:10]] + lines[3:]) + "\n")
+    with pytest.raises(CarlibError, match="line 3"):
+        greedy_prune(model, "conv2", (x, y), n_remove=4, progress=False, journal=journal)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import urllib.request
 import zipfile
@@ -17,32 +18,41 @@ from ..files import atomic_path
 __all__ = ["download", "safe_extract"]
 
 
-def safe_extract(archive: Path, target: Path) -> None:
+def safe_extract(archive: Path, target: Path, keep: tuple[str, ...] | None = None) -> list[Path]:
     """Extract a zip archive into ``target``, refusing members that would leave it.
 
-    Extraction goes to a temporary folder beside ``target`` first and is moved into place
-    member by member only after every member was checked, so an interrupted or refused
-    extraction leaves nothing half-written under the final names.
+    Every member is checked first; the archive is then extracted into a temporary folder
+    inside ``target`` (same file system), and only its top-level entries named in ``keep``
+    (all of them when ``None``) are moved into place, each with one rename. Nothing that
+    exists is ever replaced or deleted: an entry already in ``target`` is an error. On any
+    error the temporary folder is removed and ``target`` is as it was.
 
     Args:
         archive: the ``.zip`` file.
-        target: the folder to extract into (created if needed).
+        target: the folder to extract into (created if needed, removed again if an error
+            leaves it empty).
+        keep: the top-level entries to take from the archive (each must be there).
+
+    Returns:
+        The paths moved into ``target``.
 
     Raises:
-        CarlibError: a member's path is absolute or contains ``..`` (zip-slip), or the file
-            is not a readable zip archive (truncated, corrupt); nothing is extracted then.
+        CarlibError: a member's path is absolute or contains ``..`` (zip-slip), a member is a
+            symbolic link, an entry of ``keep`` is missing from the archive or already exists
+            in ``target``, or the file is not a readable zip archive (truncated, corrupt).
 
     Example:
-        >>> safe_extract(Path("tiny-imagenet-200.zip"), data_dir())  # doctest: +SKIP
+        >>> safe_extract(Path("tiny-imagenet-200.zip"), data_dir(), keep=("tiny-imagenet-200",))  # doctest: +SKIP
     """
     target = Path(target)
     created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     try:
-        _extract_checked(Path(archive), target, target.resolve())
-    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        return _extract_checked(Path(archive), target, target.resolve(), keep)
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
         raise CarlibError(
-            f"cannot extract {Path(archive).name}: not a readable zip archive ({exc}); "
+            f"cannot extract {Path(archive).name}: not a readable zip archive "
+            f"({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}); "
             "it is truncated or corrupt, replace it with an intact copy"
         ) from None
     finally:
@@ -50,8 +60,16 @@ def safe_extract(archive: Path, target: Path) -> None:
             target.rmdir()  # a refused archive leaves no empty folder behind
 
 
-def _extract_checked(archive: Path, target: Path, root: Path) -> None:
+def _refuse_existing(archive: Path, final: Path) -> None:
+    if final.exists() or final.is_symlink():
+        raise CarlibError(f"cannot extract {archive.name}: {final} exists already and is left "
+                          "alone; move or delete it, then run again")
+
+
+def _extract_checked(archive: Path, target: Path, root: Path,
+                     keep: tuple[str, ...] | None) -> list[Path]:
     with zipfile.ZipFile(archive) as zf:
+        tops = set()
         for info in zf.infolist():
             dest = (root / info.filename).resolve()
             if info.filename.startswith(("/", "\\")) or (
@@ -62,14 +80,29 @@ def _extract_checked(archive: Path, target: Path, root: Path) -> None:
                     f"written outside {target}; the archive is corrupt or malicious, "
                     "download it again from the official URL"
                 )
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise CarlibError(
+                    f"refusing to extract {archive.name}: member {info.filename!r} is a symbolic "
+                    "link; the archive is corrupt or malicious, download it again from the "
+                    "official URL"
+                )
+            tops.add(info.filename.replace("\\", "/").split("/")[0])
+        names = sorted(tops) if keep is None else list(keep)
+        for name in names:
+            if name not in tops:
+                raise CarlibError(f"{archive.name} holds no {name}/; it is not the expected "
+                                  "archive, replace it with an intact copy")
+            _refuse_existing(archive, target / name)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target))
         try:
             zf.extractall(tmp)
-            for top in tmp.iterdir():
-                final = target / top.name
-                if final.exists():
-                    shutil.rmtree(final) if final.is_dir() else final.unlink()
-                os.replace(top, final)
+            moved = []
+            for name in names:
+                final = target / name
+                _refuse_existing(archive, final)
+                os.rename(tmp / name, final)
+                moved.append(final)
+            return moved
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -160,7 +160,17 @@ def _check_pair(data: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
         )
     x, y = data
     x = torch.as_tensor(x)
-    y = torch.as_tensor(y).long()
+    y = torch.as_tensor(y)
+    if x.dtype == torch.uint8:
+        raise CarlibError("images are uint8 pixels; pass normalized float32 images (N, C, H, W) "
+                          "(e.g. pixels.float() / 255 minus the mean, over the std)")
+    if x.dtype != torch.float32:
+        raise CarlibError(f"images are {str(x.dtype).replace('torch.', '')}; carlib computes in "
+                          "float32: pass images.float()")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise CarlibError(f"labels are {str(y.dtype).replace('torch.', '')}; pass integer class "
+                          "indices (an int64 tensor)")
+    y = y.long()
     if x.ndim != 4 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise CarlibError(
             f"images {tuple(x.shape)} and labels {tuple(y.shape)} do not match; "

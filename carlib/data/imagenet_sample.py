@@ -64,7 +64,7 @@ def find_imagenet_sample() -> Path:
                     "another file); replace it with an intact copy"
                 )
             target = data_dir() / IMAGENET_SAMPLE_FOLDER
-            safe_extract(archive, target)
+            safe_extract(archive, target, keep=("imagenet",))
             if not (target / "imagenet" / "MANIFEST.csv").is_file():
                 raise CarlibError(f"{archive} holds no imagenet/MANIFEST.csv; replace it with an intact copy")
             return target / "imagenet"

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataNotFoundError
-from ..files import atomic_path
+from ..errors import CarlibError, DataNotFoundError
+from ..files import atomic_path, sha256_file
 from ..paths import cache_dir, data_dir, data_search_dirs
 from .archive import download, safe_extract
 from .containers import ImageDataset
@@ -22,7 +23,8 @@ __all__ = ["TINY_IMAGENET_URL", "TINY_IMAGENET_MD5", "TINY_IMAGENET_SHA256",
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 #: MD5 of the official archive, as published by the torchvision-style dataset loaders.
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
-#: sha256 of the official archive's layout without its unlabeled ``test/`` folder.
+#: sha256 of the official archive's layout without its unlabeled ``test/`` folder. A
+#: ``tiny-imagenet-200.zip`` found on disk must match it or :data:`TINY_IMAGENET_MD5`.
 TINY_IMAGENET_SHA256 = "f3e28325f4b9048f2909bd11478e31bd3f426aba40b078e1a1926ad0580b83cd"
 
 
@@ -37,8 +39,14 @@ def find_tiny_imagenet(*, download_missing: bool = True, progress: bool = True) 
     Returns:
         The folder holding ``wnids.txt``, ``train/`` and ``val/``.
 
+    Only ``tiny-imagenet-200/`` is taken from a checked archive (extracted into a temporary
+    folder beside it first); nothing else in :func:`data_dir` is ever replaced or deleted.
+
     Raises:
         DataNotFoundError: no copy found and none may be downloaded.
+        CarlibError: an archive that is not the known one (checksum), not a zip, without a
+            complete ``tiny-imagenet-200/``, with unsafe members; or an incomplete
+            ``tiny-imagenet-200`` folder already in :func:`data_dir`.
 
     Example:
         >>> find_tiny_imagenet().name  # doctest: +SKIP
@@ -52,8 +60,8 @@ def find_tiny_imagenet(*, download_missing: bool = True, progress: bool = True) 
     for d in data_search_dirs():
         archive = d / "tiny-imagenet-200.zip"
         if archive.is_file():
-            safe_extract(archive, own)
-            return own / "tiny-imagenet-200"
+            _check_archive(archive)
+            return _extract(archive, own)
     if not download_missing or os.environ.get("CARLIB_NO_DOWNLOAD"):
         raise DataNotFoundError(
             "Tiny ImageNet not found; place tiny-imagenet-200.zip (or its extracted folder) in "
@@ -61,8 +69,40 @@ def find_tiny_imagenet(*, download_missing: bool = True, progress: bool = True) 
         )
     archive = download(TINY_IMAGENET_URL, own / "tiny-imagenet-200.zip", md5=TINY_IMAGENET_MD5,
                        progress=progress)
-    safe_extract(archive, own)
-    return own / "tiny-imagenet-200"
+    return _extract(archive, own)
+
+
+def _check_archive(archive: Path) -> None:
+    """Accept only the known archives: the official one (its md5) or its layout without
+    ``test/`` (:data:`TINY_IMAGENET_SHA256`)."""
+    if sha256_file(archive) == TINY_IMAGENET_SHA256:
+        return
+    md5 = hashlib.md5()
+    with open(archive, "rb") as f:
+        while block := f.read(1 << 22):
+            md5.update(block)
+    if md5.hexdigest() != TINY_IMAGENET_MD5:
+        raise CarlibError(
+            f"{archive} matches neither the sha256 nor the md5 of tiny-imagenet-200.zip (corrupt "
+            f"or another file); replace it with an intact copy of {TINY_IMAGENET_URL}"
+        )
+
+
+def _extract(archive: Path, own: Path) -> Path:
+    """Extract only ``tiny-imagenet-200/`` of ``archive`` into ``own`` (nothing else of the
+    archive, nothing of the user's replaced) and check it is complete."""
+    folder = own / "tiny-imagenet-200"
+    if folder.exists():
+        raise CarlibError(
+            f"{folder} exists but is incomplete (no wnids.txt or val/val_annotations.txt), so "
+            f"{archive.name} is not extracted over it; move or delete it, then run again"
+        )
+    safe_extract(archive, own, keep=("tiny-imagenet-200",))
+    if not (folder / "wnids.txt").is_file() or not (folder / "val" / "val_annotations.txt").is_file():
+        shutil.rmtree(folder)  # extracted just now by this call
+        raise CarlibError(f"{archive} holds an incomplete tiny-imagenet-200/ (no wnids.txt or "
+                          "val/val_annotations.txt); replace it with an intact copy")
+    return folder
 
 
 def tiny_imagenet_listing(root: Path, split: str, wnids: list[str]) -> tuple[list[Path], np.ndarray]:

@@ -19,7 +19,8 @@ bf16 cannot settle (:mod:`carlib.engine.screen`): the counts are fp32's. ``"auto
 default) picks ``"bf16-checked"`` where bf16 is fast (CPUs with AMX-BF16 or AVX512-BF16,
 :func:`~carlib.engine.device.fast_bf16`), else ``"fp32"``.
 
-The model is always evaluated in eval mode; the caller's model is left in the mode it had.
+The model is always evaluated in eval mode (a model handed over in train mode gives the same
+counts as in eval mode); every submodule of the caller's model is left in the mode it had.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
 from .device import eval_mode, fast_bf16, model_on, resolve_device, strict_fp32
 from .fast import FastPath
+from .inputs import check_count, check_images, check_model_fits
 from .masked import MaskedPath
 from .run import Run
 
@@ -88,8 +90,18 @@ class Engine:
             raise CarlibError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
         if not screen_safety >= 1:
             raise CarlibError(f"screen_safety must be at least 1, got {screen_safety!r}")
+        self.batch_size = check_count(batch_size, "batch_size")
+        check_count(pair_batch, "pair_batch")
         self.device = resolve_device(device)
         moved = model_on(model, self.device)
+        with eval_mode(moved):  # private copies made below inherit eval mode
+            self._setup(model, moved, layer, data, pair_batch, topk, method, cache_bytes,
+                        group_bytes, channels_last, precision, screen_safety)
+
+    def _setup(self, model: nn.Module, moved: nn.Module, layer: str | LayerPlan, data: DataLike,
+               pair_batch: int | None, topk: int, method: str, cache_bytes: int,
+               group_bytes: int | None, channels_last: bool | None, precision: str,
+               screen_safety: float) -> None:
         if isinstance(layer, LayerPlan) and moved is model:
             self.plan = analyze(model, layer)
         else:
@@ -104,6 +116,8 @@ class Engine:
         self.n_images = num_images(data)
         if self.n_images == 0:
             raise CarlibError("the dataset has no images; choose a split or subset with images")
+        check_images(moved, data)
+        check_model_fits(moved, data, self.device)
         self.labels = dataset_labels(data)
         self.n_filters = self.plan.layer.filters
         self.topk = topk
@@ -112,7 +126,7 @@ class Engine:
         gpu = self.device.type == "cuda"
         # measured on an H100 (bench/README.md): 1024-image batches and >= 1024 pairs per pass
         # run 1.8-2.2x faster than 256; on a 2-core CPU 256 pairs per pass are fastest
-        self.batch_size = batch_size or (1024 if gpu else 256)
+        self.batch_size = self.batch_size or (1024 if gpu else 256)
         if precision == "auto":
             precision = "bf16-checked" if fast_bf16(self.device) else "fp32"
         run = Run(self.plan, data, self.device, self.batch_size, topk, self._set_classes, pair_batch)

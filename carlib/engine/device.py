@@ -35,7 +35,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         A :class:`torch.device`.
 
     Raises:
-        CarlibError: an unknown device, or a GPU that is not there.
+        CarlibError: an unknown or unsupported device (only the CPU and CUDA GPUs are), or a
+            GPU that is not there.
 
     Example:
         >>> resolve_device(None)
@@ -49,8 +50,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise CarlibError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise CarlibError(f"device {device!r} is not supported (carlib computes on cpu or cuda); "
+                          "use cpu, cuda, cuda:N or auto")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CarlibError("device cuda requested but no GPU is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CarlibError(f"device {device!r} does not exist: this machine has "
+                          f"{torch.cuda.device_count()} GPU(s); use cuda:0 .. "
+                          f"cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -71,22 +79,24 @@ def model_on(model: nn.Module, device: torch.device) -> nn.Module:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run a block with ``model`` in eval mode; its mode is restored afterwards.
+    """Run a block with ``model`` and every submodule in eval mode; afterwards each submodule
+    is back in exactly the mode it had (a mix of train and eval modes included).
 
     Example:
-        >>> m = nn.Dropout().train()
+        >>> m = nn.Sequential(nn.Dropout(), nn.Dropout().eval()).train()
         >>> with eval_mode(m):
-        ...     m.training
-        False
-        >>> m.training
-        True
+        ...     m.training, m[0].training
+        (False, False)
+        >>> m.training, m[0].training, m[1].training
+        (True, True, False)
     """
-    was = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was)
+        for m, was in modes:
+            m.training = was
 
 
 @contextmanager
