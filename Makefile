@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PROFILE ?= default
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help setup test test-fast notebooks reproduce bench clean-results
+.PHONY: help setup test test-fast test-faults notebooks reproduce bench clean-results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: setup ## run the test suite and the notebook regression tests (smoke profi
 
 test-fast: setup ## run the unit tests only
 	$(BIN)/python -m pytest -q tests
+
+test-faults: setup ## every fault-injection trial: greedy runs killed with SIGKILL and resumed
+	$(BIN)/python -m pytest -q --run-faults tests/test_faults.py
 
 reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|smoke|paper]
 	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE)

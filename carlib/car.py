@@ -123,5 +123,6 @@ def car_index(
     df = car_table(base, cand, counts, ks, per_class)
     df.attrs.update({"layer": engine.plan.layer.path, "topk": topk, "method": engine.method,
                      "pruned": removed, "precision": engine.precision,
-                     **engine.screen_summary()})
+                     **engine.screen_summary(),
+                     **engine.memory_summary()})
     return df

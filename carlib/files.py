@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import CarlibError
+from .faults import crash_point
 
 __all__ = ["atomic_path", "write_text_atomic", "sha256_file", "check_writable"]
 
@@ -50,6 +51,7 @@ def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, mode)
+        crash_point("atomic-write")
         os.replace(tmp, path)
     finally:
         if tmp.exists():

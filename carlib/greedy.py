@@ -18,6 +18,7 @@ from torch import nn
 from .data import DataLike, data_fingerprint
 from .engine import Engine
 from .errors import CarlibError
+from .faults import crash_point
 from .files import write_text_atomic
 from .graph import LayerPlan
 from .models import model_fingerprint
@@ -205,8 +206,10 @@ def greedy_prune(
                    "accuracy": acc, "remaining": n - len(removed) - 1}
             steps.append(row)
             removed.append(remaining[best])
+            crash_point("greedy-step")
             if jpath is not None:
                 _write_journal(jpath, header, steps)
+            crash_point("greedy-journaled")
             bar.update(1)
             if callback is not None:
                 callback(row)
@@ -216,5 +219,6 @@ def greedy_prune(
         base_accuracy = float(base.sum()) / int(counts.sum())
     df.attrs.update({"base_accuracy": base_accuracy, "layer": engine.plan.layer.path,
                      "n_images": engine.n_images, "topk": topk, "method": engine.method,
-                     "precision": engine.precision, **engine.screen_summary()})
+                     "precision": engine.precision, **engine.screen_summary(),
+                     **engine.memory_summary()})
     return df

@@ -176,12 +176,18 @@ requires_coral = pytest.mark.skipif(
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true",
                      help="also run the tests marked slow (minutes on a 2-core CPU)")
+    parser.addoption("--run-faults", action="store_true",
+                     help="also run every fault-injection trial (tests marked faults)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="slow (minutes on a 2-core CPU); run with --run-slow")
+    skips = {
+        "slow": None if config.getoption("--run-slow") else
+        pytest.mark.skip(reason="slow (minutes on a 2-core CPU); run with --run-slow"),
+        "faults": None if config.getoption("--run-faults") else
+        pytest.mark.skip(reason="every fault trial; run with --run-faults (make test-faults)"),
+    }
     for item in items:
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if skip is not None and item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)

@@ -12,6 +12,7 @@ the engine (:func:`carlib.engine.strict_fp32`); with TF32 the differences would 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -171,3 +172,45 @@ def test_consumer_geometries_match_naive(consumer, channels_last):
     naive = car_index_naive(model, "0", (x, y), filters=[0, 1, 3, 4, 5], pruned=[2])
     assert (cand.sum(dim=1).numpy() == _counts(naive, len(y))).all()
     assert len(set(cand.sum(dim=1).tolist())) > 1, "pruning should change some counts"
+
+
+@pytest.mark.parametrize("method,limit,retries", [("fast", 40, 3), ("masked", 20, 1)])
+def test_out_of_memory_halves_the_pairs_per_pass_with_the_same_counts(bn_net, monkeypatch, method,
+                                                                      limit, retries):
+    """A CUDA out-of-memory error, injected where a pass allocates its rows, makes the engine
+    retry with half the pairs per pass (then half the images) until a pass fits."""
+    from carlib import car_index, greedy_prune
+    from carlib.engine.fast import FastPath
+
+    model, x, y = bn_net
+    expected = car_index(model, "conv1", (x, y), progress=False, method=method, batch_size=32)
+    steps = greedy_prune(model, "conv1", (x, y), n_remove=2, progress=False, method=method, batch_size=32)
+    rows = []
+
+    def check(n):
+        rows.append(n)
+        if n > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+
+    if method == "fast":
+        real = FastPath._pairs_buffer
+
+        def buffer(self, z, g):
+            check(z.shape[0] * g)
+            return real(self, z, g)
+
+        monkeypatch.setattr(FastPath, "_pairs_buffer", buffer)
+    else:
+        forward = model.forward
+
+        def limited(inp):
+            check(inp.shape[0])
+            return forward(inp)
+
+        monkeypatch.setattr(model, "forward", limited)
+    got = car_index(model, "conv1", (x, y), progress=False, method=method, batch_size=32)
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.attrs["oom_retries"] == retries and max(rows) > limit
+    assert "oom_retries" not in expected.attrs
+    again = greedy_prune(model, "conv1", (x, y), n_remove=2, progress=False, method=method, batch_size=32)
+    pd.testing.assert_frame_equal(again, steps)

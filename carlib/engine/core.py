@@ -91,6 +91,8 @@ class Engine:
         if not screen_safety >= 1:
             raise CarlibError(f"screen_safety must be at least 1, got {screen_safety!r}")
         self.batch_size = check_count(batch_size, "batch_size")
+        self.oom_retries = 0
+        self.peak_memory_bytes: int | None = None
         check_count(pair_batch, "pair_batch")
         self.device = resolve_device(device)
         moved = model_on(model, self.device)
@@ -170,7 +172,8 @@ class Engine:
             and the image count per class ``(classes,)``.
         """
         with eval_mode(self.model), strict_fp32(self.device):
-            return self._path.evaluate(removed, candidates, progress)
+            return self._retrying(lambda: self._path.evaluate(removed, candidates, progress),
+                                  progress)
 
     @torch.no_grad()
     def evaluate_prefixes(self, order: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +192,46 @@ class Engine:
                 rows.append(base)
             return torch.stack(rows), counts
         with eval_mode(self.model), strict_fp32(self.device):
-            return self._path.evaluate_prefixes(order)
+            return self._retrying(lambda: self._path.evaluate_prefixes(order), None)
+
+    def _retrying(self, compute, progress) -> tuple:
+        """``compute()``; after a CUDA out-of-memory error, again with half the (image, filter)
+        pairs per pass (and half the images per batch once a pass holds one filter): the
+        counts are sums over passes, so the result is the same. Records the peak GPU memory."""
+        run = self._path.run
+        cuda = self.device.type == "cuda"
+        while True:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(self.device)
+            try:
+                out = compute()
+                if cuda:
+                    self.peak_memory_bytes = max(self.peak_memory_bytes or 0,
+                                                 torch.cuda.max_memory_allocated(self.device))
+                return out
+            except torch.cuda.OutOfMemoryError:
+                pairs = getattr(self._path, "pairs_per_pass", None) or run.pair_batch or run.batch_size
+                if pairs <= 1:
+                    raise CarlibError("out of GPU memory with one image per pass; free GPU memory "
+                                      "or use --device cpu") from None
+                if run.pair_batch is not None and pairs // 2 < run.batch_size and run.batch_size > 1:
+                    run.batch_size = max(1, run.batch_size // 2)
+                run.pair_batch = max(1, pairs // 2)
+                self.oom_retries += 1
+                if cuda:
+                    torch.cuda.empty_cache()
+                if progress is not None:
+                    progress.reset()
+
+    def memory_summary(self) -> dict:
+        """``peak_gpu_memory_bytes`` (on a GPU), and after out-of-memory retries
+        ``oom_retries`` and the ``pair_batch`` that fitted; empty otherwise."""
+        out: dict = {}
+        if self.peak_memory_bytes is not None:
+            out["peak_gpu_memory_bytes"] = int(self.peak_memory_bytes)
+        if self.oom_retries:
+            out.update(oom_retries=self.oom_retries, pair_batch=self._path.run.pair_batch)
+        return out
 
     def screen_summary(self) -> dict:
         """``screen_recomputed`` (share of the pairs recomputed in fp32) and

@@ -270,9 +270,11 @@ class FastPath:
         filter) pairs, where oneDNN runs fastest (measured, bench/README.md); on a GPU as many
         as ``group_bytes`` of activations allow."""
         if self.run.pair_batch:
-            return max(1, self.run.pair_batch // n)
+            self.pairs_per_pass = max(1, self.run.pair_batch // n) * n
+            return self.pairs_per_pass // n
         per_image = z[0].numel() * 4 * 3  # consumer output and a few suffix activations
         g = max(1, min(256, self.group_bytes // max(1, n * per_image)))
         if self.run.device.type == "cpu":
             g = min(g, max(1, 256 // n))
+        self.pairs_per_pass = g * n  # read by the engine's out-of-memory retry
         return g
