@@ -79,14 +79,18 @@ def car_index(
     """The CAR index of every filter of ``layer`` (overall, or per class).
 
     Args:
-        model: the network (any ``nn.Module``; use :func:`carlib.load_model` for names).
+        model: the network (any ``nn.Module``; use :func:`carlib.load_model` for names),
+            evaluated in eval mode whatever its mode; every submodule is left in the mode it
+            had.
         layer: alias (``conv1``), module path (``features.0``) or a
             :class:`~carlib.graph.LayerPlan` of ``model``.
-        data: a carlib dataset or a pair ``(images, labels)`` of normalized tensors.
+        data: a carlib dataset or a pair ``(images, labels)`` of tensors: normalized, finite
+            float32 images ``(N, C, H, W)`` of a size the model takes, integer labels.
         per_class: also split by class (a long table, one row per filter and class).
         filters: only these filters (default: all).
         topk: 1 for top-1 accuracy, 5 for top-5.
-        batch_size: images per batch in front of the pruned layer (default 256).
+        batch_size: images per batch in front of the pruned layer (default 256; a positive
+            integer).
         device: ``"cpu"`` (default) or ``"cuda"``.
         progress: show a progress bar.
         method: ``"auto"``, ``"fast"`` or ``"masked"`` (see :mod:`carlib.engine`).
@@ -102,7 +106,12 @@ def car_index(
         A DataFrame with ``filter``, ``accuracy`` (with that filter pruned) and ``car`` (base
         accuracy minus that, a fraction); with ``per_class=True`` the columns ``filter``,
         ``class``, ``n``, ``accuracy``, ``car``. ``attrs["base_accuracy"]`` is the accuracy of
-        the unpruned network.
+        the unpruned network; on a GPU ``attrs["peak_gpu_memory_bytes"]`` the peak memory
+        allocated, and after out-of-memory retries ``attrs["oom_retries"]`` and the
+        ``attrs["pair_batch"]`` that fitted.
+
+    Raises:
+        CarlibError: bad arguments or data (see ``data``), one line naming the fix.
 
     Example:
         >>> from carlib import load_model, load_dataset

@@ -19,7 +19,7 @@ from .data import DataLike, data_fingerprint
 from .engine import Engine
 from .errors import CarlibError
 from .faults import crash_point
-from .files import write_text_atomic
+from .files import check_writable, write_text_atomic
 from .graph import LayerPlan
 from .models import model_fingerprint
 
@@ -152,13 +152,15 @@ def greedy_prune(
     """Greedily prune ``n_remove`` filters of ``layer``, lowest CAR first (the paper's loop).
 
     Args:
-        model: the network (not modified).
+        model: the network (not modified); evaluated in eval mode whatever its mode, and every
+            submodule is left in the mode it had.
         layer: alias or module path of the convolution, or its :class:`~carlib.graph.LayerPlan`.
         data: a carlib dataset or ``(images, labels)``.
         n_remove: number of filters to prune (at most the layer's filter count minus one).
         topk: accuracy used for CAR (1 or 5).
         journal: a file to journal each finished step to; an interrupted run called again
-            with the same journal resumes after its last finished step (same result).
+            with the same journal resumes after its last finished step (same result). Every
+            line is checked first: a damaged journal is a ``CarlibError`` naming its line.
         batch_size, device, progress, method, pair_batch, precision: as
             :func:`carlib.car_index`.
         callback: called with each new step's row (for progress reporting).
@@ -187,6 +189,7 @@ def greedy_prune(
         if jpath.is_file():
             steps = _read_journal(jpath, header, n)
         jpath.parent.mkdir(parents=True, exist_ok=True)
+        check_writable(jpath)
     removed = [int(s["filter"]) for s in steps]
     base_accuracy = steps[0]["accuracy"] + steps[0]["car"] if steps else None
     total = n_remove

@@ -210,3 +210,16 @@ def test_saved_pruned_model_has_a_checksum_that_weights_checks(capsys, env):
     good.write_bytes(bytes(data))
     code, _, err = run(capsys, "info", "--model", "alexnet-tiny", "--weights", str(good))
     assert code == 2 and "sha256" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_damaged_journal_is_one_line_naming_file_and_line(capsys, env):
+    tmp, weights = env
+    journal = tmp / "j.jsonl"
+    argv = ["prune", "--weights", str(weights), "--layer", "conv5", "--n-remove", "2", "--out",
+            str(tmp / "s.csv"), "--journal", str(journal), "--quiet", "--per-class-images", "1"]
+    assert run(capsys, *argv)[0] == 0
+    head, step1, _ = journal.read_text().splitlines()
+    journal.write_bytes((head + "\n" + step1 + "\n").encode() + b'{"step": 2, "filter": "\xff"}\n')
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"journal {journal} line 3" in err and "UTF-8" in err
+    assert len(err.strip().splitlines()) == 1

@@ -161,12 +161,10 @@ def _check_pair(data: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
     x, y = data
     x = torch.as_tensor(x)
     y = torch.as_tensor(y)
-    if x.dtype == torch.uint8:
-        raise CarlibError("images are uint8 pixels; pass normalized float32 images (N, C, H, W) "
-                          "(e.g. pixels.float() / 255 minus the mean, over the std)")
-    if x.dtype != torch.float32:
-        raise CarlibError(f"images are {str(x.dtype).replace('torch.', '')}; carlib computes in "
-                          "float32: pass images.float()")
+    if not x.is_floating_point():
+        raise CarlibError(f"images are {str(x.dtype).replace('torch.', '')} pixels; pass normalized "
+                          "float images (N, C, H, W) (e.g. pixels.float() / 255 minus the mean, "
+                          "over the std)")
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
         raise CarlibError(f"labels are {str(y.dtype).replace('torch.', '')}; pass integer class "
                           "indices (an int64 tensor)")

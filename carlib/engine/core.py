@@ -19,6 +19,11 @@ bf16 cannot settle (:mod:`carlib.engine.screen`): the counts are fp32's. ``"auto
 default) picks ``"bf16-checked"`` where bf16 is fast (CPUs with AMX-BF16 or AVX512-BF16,
 :func:`~carlib.engine.device.fast_bf16`), else ``"fp32"``.
 
+Memory. On a GPU, an out-of-memory error in a pass makes :meth:`Engine.evaluate` start
+again with half the (image, filter) pairs per pass (then half the images per batch), until a
+pass fits: the counts are sums over passes, so the result is the same. The peak GPU memory
+and any retries are in :meth:`Engine.memory_summary` (and the result tables' ``attrs``).
+
 The model is always evaluated in eval mode (a model handed over in train mode gives the same
 counts as in eval mode); every submodule of the caller's model is left in the mode it had.
 """
@@ -214,9 +219,9 @@ class Engine:
                 if pairs <= 1:
                     raise CarlibError("out of GPU memory with one image per pass; free GPU memory "
                                       "or use --device cpu") from None
-                if run.pair_batch is not None and pairs // 2 < run.batch_size and run.batch_size > 1:
-                    run.batch_size = max(1, run.batch_size // 2)
                 run.pair_batch = max(1, pairs // 2)
+                if run.pair_batch < run.batch_size:  # a pass holds one filter: fewer images
+                    run.batch_size = max(1, run.batch_size // 2)
                 self.oom_retries += 1
                 if cuda:
                     torch.cuda.empty_cache()

@@ -50,15 +50,16 @@ def _first_image(data: DataLike) -> torch.Tensor:
 
 
 def check_images(model: nn.Module, data: DataLike) -> None:
-    """Check images given as tensors: their channel count matches the model's first
-    convolution, and every value is finite.
+    """Check images given as tensors: float32, their channel count that of the model's first
+    convolution, every value finite.
 
     Args:
         model: the network.
         data: a carlib dataset (checked by construction) or ``(images, labels)``.
 
     Raises:
-        CarlibError: channels-last or wrongly sized channels; NaN or infinite values.
+        CarlibError: another dtype; channels-last or wrongly sized channels; NaN or infinite
+            values.
 
     Example:
         >>> check_images(nn.Conv2d(3, 4, 3), (torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)))
@@ -66,6 +67,9 @@ def check_images(model: nn.Module, data: DataLike) -> None:
     if isinstance(data, (ImageDataset, FolderDataset)):
         return
     x = next(as_batches(data, 1))[0]
+    if x.dtype != torch.float32:
+        raise CarlibError(f"images are {str(x.dtype).replace('torch.', '')}; the engine computes "
+                          "in float32: pass images.float()")
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is not None and x.shape[1] != conv.in_channels:
         shape = tuple(x.shape[1:])
