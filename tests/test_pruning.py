@@ -74,5 +74,12 @@ def test_errors(bn_net):
     model, _, _ = bn_net
     with pytest.raises(CarlibError, match="keep at least one"):
         prune_filters(model, "conv1", range(8))
-    with pytest.raises(CarlibError, match="cannot rewrite"):
-        prune_filters(resnet18(), "conv1", [0])
+    with pytest.raises(CarlibError, match="coupled with the same channels of layer1.0.conv2"):
+        prune_filters(resnet18(), "conv1", [0], input_size=(3, 32, 32))  # a residual stream
+
+
+def test_sequential_chains_record_what_was_removed(bn_net):
+    model, _, _ = bn_net
+    rec = prune_filters(model, "conv2", [3, 1]).pruning_record
+    assert (rec.method, rec.layer, rec.filters, rec.coupled) == ("carlib", "features.4", [1, 3], False)
+    assert rec.masked == rec.removed == {"features.4": [1, 3]} and rec.folded == {}
