@@ -257,7 +257,7 @@ def prune_coupled(model: nn.Module, plan: LayerPlan, filters: list[int], *, coup
     if not dg.check_pruning_group(group):
         raise CarlibError(f"removing filters {drop} of {layer} would remove every channel of a "
                           "layer coupled with it; keep at least one")
-    extra = {p: i for p, i in sources.items()
+    extra = {p: sources[p] for p in sorted(sources)
              if p != layer and not _absorbed(dg, out.get_submodule(p), root)}
     if extra and not coupled:
         raise CarlibError(f"filters {drop} of {layer} are coupled with the same channels of "
@@ -277,6 +277,9 @@ def prune_coupled(model: nn.Module, plan: LayerPlan, filters: list[int], *, coup
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning left a broken graph
         raise CarlibError(f"Torch-Pruning cannot rewrite the graph after {layer} "
                           f"({exc.__class__.__name__}); use carlib.mask_filters for this model") from None
+    if not isinstance(got, torch.Tensor) or not isinstance(want, torch.Tensor):
+        raise CarlibError(f"the model's output is not a tensor; carlib cannot check the pruning of "
+                          f"{layer}; use carlib.mask_filters for this model")
     scale = want.abs().max().item()
     if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * scale):
         raise CarlibError(f"Torch-Pruning's rewrite of the graph after {layer} does not compute the "

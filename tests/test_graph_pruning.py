@@ -183,3 +183,35 @@ def test_graphs_that_cannot_be_pruned_exactly_are_refused_in_one_line():
         with pytest.raises(CarlibError, match=msg) as err:
             prune_filters(model.eval(), "conv1", [2], input_size=size)
         assert "\n" not in str(err.value) and "conv1" in str(err.value)
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch, nets):
+    """Tiny ImageNet in miniature (64x64, 3 classes); the model names load the test networks."""
+    from test_data import make_tiny
+
+    src = tmp_path / "shared"
+    src.mkdir()
+    make_tiny(src, train_per_class=1, val_per_class=1)
+    monkeypatch.setenv("CARLIB_DATA_DIR", str(src))
+    monkeypatch.setenv("CARLIB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CARLIB_NO_DOWNLOAD", "1")
+    models, _ = nets
+    monkeypatch.setattr("carlib.models.load_model", lambda name, weights=None: models[name])
+    return tmp_path
+
+
+def test_cli_saves_a_model_pruned_by_torch_pruning_or_refuses_in_one_line(cli_env, capsys):
+    from carlib.cli import main
+
+    out, small = cli_env / "steps.csv", cli_env / "small.pt"
+    common = ["--n-remove", "1", "--out", str(out), "--save-model", str(small), "--quiet"]
+    assert main(["prune", "--model", "resnet18", "--layer", "layer1.0.conv2"] + common) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "coupled with the same channels of conv1" in err
+    assert not out.exists() and not small.exists()  # refused before the greedy run
+    assert main(["prune", "--model", "mobilenet_v2", "--layer", "features.0.0"] + common) == 0
+    state = torch.load(small, weights_only=True)
+    assert state["features.0.0.weight"].shape[0] == 31
+    assert state["features.1.conv.0.0.weight"].shape[0] == 31
+    assert state["features.1.conv.1.weight"].shape[1] == 31

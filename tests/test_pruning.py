@@ -69,13 +69,10 @@ def test_alexnet_tiny_count():
 
 
 def test_errors(bn_net):
-    from torchvision.models import resnet18
-
     model, _, _ = bn_net
     with pytest.raises(CarlibError, match="keep at least one"):
         prune_filters(model, "conv1", range(8))
-    with pytest.raises(CarlibError, match="coupled with the same channels of layer1.0.conv2"):
-        prune_filters(resnet18(), "conv1", [0], input_size=(3, 32, 32))  # a residual stream
+    # graphs carlib does not rewrite itself (residual sums, ...): tests/test_graph_pruning.py
 
 
 def test_sequential_chains_record_what_was_removed(bn_net):
