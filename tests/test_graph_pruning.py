@@ -1,10 +1,13 @@
 """carlib.graph_pruning: residual and depthwise graphs, pruned with Torch-Pruning, compute the
 masked network; what cannot be removed exactly is refused in one line naming the layer.
 
-Tolerance: the pruned network drops channels that are exactly zero (or folds a constant into a
-bias), so only the order of fp32 sums changes; at a logit scale of about 1 the observed
-difference is below 1e-6. The tests allow 1e-5 of the logit scale (as tests/test_pruning.py)
-while masking itself moves the logits by about 1 (checked, so equality cannot be trivial).
+Tolerance: 1e-4 of the logit scale (the largest |logit| of the masked network). The pruned
+network drops channels that are exactly zero, or folds a constant into a bias, so the two differ
+by fp32 rounding only: in float64 both agree to 1e-7-5e-7 of the scale (the fold constant is
+measured, and stored, in fp32), while in fp32 each of them is 1e-5-3e-5 of the scale away from
+its own float64 result in these 20-layer random networks. 1e-4 is a few times that; masking
+moves the logits by 3-130 % of the scale, and an unfolded constant by far more than 1e-4
+(both checked, so equality cannot be trivial).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from carlib.convs import SamePadConv2d
 from carlib.errors import CarlibError
 
 SIZE = (3, 32, 32)
+TOL = 1e-4
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,7 +82,7 @@ def check(model, layer, filters, x, **kw):
         got, base = small(x), model(x)
     scale = want.abs().max().item()
     assert (want - base).abs().max().item() > 0.05 * scale, "masking must change the output"
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL * scale)
     assert torch.equal(got.argmax(1), want.argmax(1))
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
     assert rec.method == "torch-pruning" and rec.layer == layer and rec.filters == sorted(filters)
@@ -127,6 +131,10 @@ def test_mobilenet_first_conv_folds_the_depthwise_constant(nets):
     dw = small.features[1].conv[0][0]
     assert (dw.in_channels, dw.out_channels, dw.groups) == (29, 29, 29)
     assert small.features[1].conv[1].bias is not None
+    small.features[1].conv[1].bias = None  # without the fold: not the masked network
+    with torch.no_grad():
+        unfolded, want = small(x), masked_output(model, rec.masked, x)
+    assert (unfolded - want).abs().max() > 100 * TOL * want.abs().max()
 
 
 def test_mobilenet_projection_in_a_residual_block(nets):
