@@ -223,3 +223,40 @@ def test_cli_saves_a_model_pruned_by_torch_pruning_or_refuses_in_one_line(cli_en
     assert state["features.0.0.weight"].shape[0] == 31
     assert state["features.1.conv.0.0.weight"].shape[0] == 31
     assert state["features.1.conv.1.weight"].shape[1] == 31
+
+
+class DepthwiseThen(nn.Module):
+    """conv1 -> BN -> ReLU -> depthwise -> BN -> ReLU -> a linear layer (after pooling and
+    flattening) or a 3x3 convolution."""
+
+    def __init__(self, head: str):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.dw, self.bn2 = nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.BatchNorm2d(6)
+        self.head = head
+        self.fc = nn.Linear(24, 5) if head == "linear" else nn.Conv2d(6, 5, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.bn2(self.dw(torch.relu(self.bn1(self.conv1(x))))))
+        if self.head == "linear":
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 2), 1))
+        return self.fc(x).mean((2, 3))
+
+
+def test_depthwise_constants_fold_into_a_linear_layer_and_not_into_a_3x3_convolution():
+    torch.manual_seed(0)
+    model = calibrated(DepthwiseThen("linear"))
+    x = torch.randn((4,) + SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the constants of the removed depthwise channels: two non-zero
+        const = torch.relu(model.bn2(model.dw(torch.zeros(1, 6, 1, 1)))).flatten()
+    drop = [int(k) for k in torch.nonzero(const > 0)[:2]]
+    small = prune_filters(model, "conv1", drop, input_size=SIZE)
+    feats = sorted(4 * k + j for k in drop for j in range(4))  # 2x2 positions per channel
+    assert small.pruning_record.folded == {"fc": feats} and small.fc.in_features == 16
+    want = masked_output(model, {"conv1": drop}, x)
+    torch.testing.assert_close(small(x), want, rtol=0, atol=TOL * want.abs().max().item())
+    conv_head = calibrated(DepthwiseThen("conv"))
+    conv_head.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("fc")},
+                              strict=False)
+    with pytest.raises(CarlibError, match="constant non-zero channel entering the 3x3 convolution fc"):
+        prune_filters(conv_head, "conv1", drop, input_size=SIZE)
