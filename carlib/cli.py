@@ -135,6 +135,7 @@ def _car(args: argparse.Namespace) -> None:
 def _prune(args: argparse.Namespace) -> None:
     import torch
 
+    from .data import as_batches
     from .files import atomic_path, check_writable
     from .greedy import greedy_prune
     from .pruning import prune_filters
@@ -144,6 +145,9 @@ def _prune(args: argparse.Namespace) -> None:
     if args.save_model is not None:
         check_writable(args.save_model)
     model, data = _load(args)
+    if args.save_model is not None:  # a layer that cannot be pruned is refused before the run
+        size = tuple(next(as_batches(data, 1))[0].shape[1:])
+        prune_filters(model, args.layer, [0], input_size=size)
     journal = args.journal or args.out.with_name(args.out.name + ".journal.jsonl")
     df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
                       journal=journal, batch_size=args.batch_size, device=args.device,
@@ -153,7 +157,7 @@ def _prune(args: argparse.Namespace) -> None:
           f"{df['accuracy'].iloc[-1] if len(df) else df.attrs['base_accuracy']:.4f} after "
           f"pruning {len(df)} filters of {args.layer}; steps written to {args.out}")
     if args.save_model is not None:
-        small = prune_filters(model, args.layer, df["filter"].tolist())
+        small = prune_filters(model, args.layer, df["filter"].tolist(), input_size=size)
         with atomic_path(args.save_model) as tmp:
             torch.save(small.state_dict(), tmp)
         print(f"pruned network saved to {args.save_model}")
