@@ -119,9 +119,9 @@ def test_paper_pipeline_on_real_photos(tmp_path, monkeypatch):
     monkeypatch.setenv("CARLIB_DATA_DIR", sources)
     monkeypatch.setenv("CARLIB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    sizes = dict(dataset="imagenet-sample", per_class=1, greedy_per_class=1, max_classes=8,
-                 greedy_steps={"conv1": 2, "conv2": 2}, random_seeds=(0,),
-                 curve_depth={"conv1": 3, "conv2": 3}, top_k_filters=3)
+    sizes = dict(dataset="imagenet-sample", per_class=1, greedy_per_class=1, max_classes=5,
+                 greedy_steps={"conv1": 1, "conv2": 1}, random_seeds=(0,),
+                 curve_depth={"conv1": 2, "conv2": 2}, top_k_filters=2)
     data = load_dataset("imagenet-sample", "val", per_class=1, progress=False)
     data = data.subset(np.flatnonzero(np.asarray(data.labels) < sizes["max_classes"]))
     x, y = next(as_batches(data, len(data)))
@@ -142,20 +142,21 @@ def test_paper_pipeline_on_real_photos(tmp_path, monkeypatch):
     torch.save(net.state_dict(), hub / AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1])
 
     study = E.Study("paper", device="cpu", progress=False, **sizes)
-    assert "`features.0` (64 filters, 11x11)" in study.describe() and len(study.data) == len(y) >= 4
+    assert "`features.0` (64 filters, 11x11)" in study.describe() and len(study.data) == len(y) >= 3
     assert study.dir == tmp_path / "home" / "results" / "paper"
     acc = study.accuracy_per_class()
     assert acc["n"].sum() == len(y) and 0.5 <= (acc["top1"] * acc["n"]).sum() / len(y) <= 1
     car = study.car_per_class("conv1")
-    ref = car_index_naive(study.model, "conv1", data, per_class=True)
-    pd.testing.assert_frame_equal(car.reset_index(drop=True), ref.reset_index(drop=True),
-                                  check_dtype=False)
+    some = list(range(0, 64, 9))  # the naive loop costs a whole AlexNet pass per filter
+    ref = car_index_naive(study.model, "conv1", data, per_class=True, filters=some)
+    pd.testing.assert_frame_equal(car[car["filter"].isin(some)].reset_index(drop=True),
+                                  ref.reset_index(drop=True), check_dtype=False)
     assert (study.car("conv1")["car"] != 0).any()  # pruning changes answers on real photos
     greedy = study.greedy("conv1")
-    assert len(greedy) == 2 and (study.dir / "greedy_conv1.journal.jsonl").is_file()
+    assert len(greedy) == 1 and (study.dir / "greedy_conv1.journal.jsonl").is_file()
     curves = study.curves("conv1")
     base = study.car("conv1").attrs["base_accuracy"]
     assert np.allclose(curves.loc[curves["n_pruned"] == 0, "accuracy"], base)
-    assert study.pruned_top("conv1")[:2] == greedy["filter"].tolist()
+    assert study.pruned_top("conv1")[:1] == greedy["filter"].tolist()
     r = study.color_responses("conv1")
     assert len(r) == 64 and np.isfinite(r["color_index"]).all()
