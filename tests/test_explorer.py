@@ -43,8 +43,8 @@ def test_prune_matches_car_index_and_the_naive_reference(study):
     seen = []
     res = ex.prune([7, 3], first=[40], chunk=16, on_chunk=lambda r: seen.append(sorted(r.car["filter"])))
     assert res.pruned == [3, 7] and res.n_images == 20
-    # the accuracy first, then the selected filter in the first chunk, then the rest
-    assert [len(s) for s in seen] == [0, 16, 32, 48, 62] and 40 in seen[1]
+    # the accuracy first, then the filter on screen alone, then the rest 16 at a time
+    assert [len(s) for s in seen] == [0, 1, 17, 33, 49, 62] and seen[1] == [40]
     correct, counts = accuracy_counts_naive(study.model, "conv1", ex.images, [3, 7])
     assert res.correct == int(correct.sum()) and int(counts.sum()) == 20
     ref = carlib.car_index(study.model, "conv1", ex.images, pruned=[3, 7], progress=False)
@@ -52,7 +52,7 @@ def test_prune_matches_car_index_and_the_naive_reference(study):
     assert np.array_equal(res.car["car"].to_numpy(), ref["car"].to_numpy())
     for k in (0, 40, 63):
         c, _ = accuracy_counts_naive(study.model, "conv1", ex.images, [3, 7, k])
-        assert res.car.set_index("filter").loc[k, "car"] == (res.correct - int(c.sum())) / 20
+        assert res.car.set_index("filter").loc[k, "car"] == res.correct / 20 - int(c.sum()) / 20
     car = ex.car_with(res)
     assert np.isnan(car[[3, 7]]).all() and np.isfinite(np.delete(car, [3, 7])).all()
     assert ex.unpruned() == (int(accuracy_counts_naive(study.model, "conv1", ex.images, [])[0].sum()), 20)

@@ -255,15 +255,16 @@ class LayerExplorer:
         """Accuracy with ``filters`` pruned and the CAR of every other filter, on :attr:`images`.
 
         The numbers are :func:`carlib.car_index`'s with ``pruned=filters`` on the same images.
-        The accuracy comes first (one pass); the remaining filters are then evaluated ``chunk``
-        at a time, and ``on_chunk`` sees the result so far after each chunk (its ``car`` holds
-        the filters done).
+        The accuracy comes first (one pass), then the CAR of the ``first`` filters (one chunk),
+        then the other remaining filters ``chunk`` at a time; ``on_chunk`` sees the result so
+        far after each step (its ``car`` holds the filters done).
 
         Args:
             filters: filters to prune (at least one must remain).
             progress: a tqdm bar advanced by images x filters evaluated.
             chunk: filters per engine call.
-            first: remaining filters to evaluate in the first chunk (e.g. the one on screen).
+            first: remaining filters to evaluate first, in a chunk of their own (e.g. the one
+                on screen).
             on_chunk: called with the partial result after the accuracy and after each chunk.
 
         Returns:
@@ -283,14 +284,18 @@ class LayerExplorer:
 
         def result() -> PruneResult:
             table = (pd.concat(parts).sort_values("filter", ignore_index=True) if parts else
-                     pd.DataFrame({"filter": [], "accuracy": [], "car": []}))
+                     pd.DataFrame({"filter": pd.Series([], dtype="int64"), "accuracy": pd.Series([], dtype="float64"),
+                                   "car": pd.Series([], dtype="float64")}))
             return PruneResult(removed, int(base.sum()), int(counts.sum()), table,
                                time.perf_counter() - t0)
 
         if on_chunk:
             on_chunk(result())
-        for i in range(0, len(rest), max(1, chunk)):
-            ks = rest[i : i + max(1, chunk)]
+        step = max(1, chunk)
+        chunks = [lead] if lead else []
+        others = rest[len(lead):]
+        chunks += [others[i : i + step] for i in range(0, len(others), step)]
+        for ks in chunks:
             b, cand, _ = self.engine.evaluate(removed, ks, progress)
             if not bool((b == base).all()):
                 raise RuntimeError("the engine's unpruned counts changed between calls")
@@ -304,7 +309,7 @@ class LayerExplorer:
         if result is None:
             return self.car.sort_values("filter")["car"].to_numpy()
         out = np.full(self.n_filters, np.nan)
-        out[result.car["filter"].to_numpy()] = result.car["car"].to_numpy()
+        out[result.car["filter"].to_numpy(dtype=np.int64)] = result.car["car"].to_numpy()
         return out
 
     def mosaic(self, filt: int, n: int = 9, scale: int = 3) -> bytes:

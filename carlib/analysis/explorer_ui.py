@@ -85,19 +85,21 @@ class ExplorerApp:
         self.busy = W.HTML("", layout=lay(min_width="14em")).add_class("carlib-status")
         self.grid_w = W.Image(format="png").add_class("carlib-grid")
         self.legend = W.HTML().add_class("carlib-legend")
-        self.filter_w = W.Dropdown(options=[], description="filter").add_class("carlib-filter")
+        self.filter_w = W.Dropdown(options=[], description="filter",
+                                   layout=lay(width="17em")).add_class("carlib-filter")
         self.info_w = W.HTML().add_class("carlib-info")
         self.patches_w = W.Image(format="png").add_class("carlib-patches")
         self.classes_w = W.Image(format="png", layout=lay(max_width="100%")).add_class("carlib-classes")
         self.prune_w = W.SelectMultiple(options=[], rows=8, description="prune").add_class("carlib-prune-select")
         self.prune_btn = W.Button(description="Prune these filters", button_style="danger",
-                                  icon="scissors").add_class("carlib-prune")
-        self.reset_btn = W.Button(description="Restore all", icon="undo").add_class("carlib-reset")
+                                  icon="scissors", layout=lay(width="auto")).add_class("carlib-prune")
+        self.reset_btn = W.Button(description="Restore all", icon="undo",
+                                  layout=lay(width="auto")).add_class("carlib-reset")
         self.result_w = W.HTML().add_class("carlib-result")
         self.progress_w = W.Output().add_class("carlib-progress")
         self.curve_w = W.Image(format="png").add_class("carlib-curve")
         self.widget = W.VBox([
-            W.HBox([W.HTML("<b>carlib filter explorer</b>&nbsp;"), self.profile_w, self.layer_w, self.busy]),
+            W.HBox([W.HTML("<b>carlib explorer</b>"), self.profile_w, self.layer_w, self.busy]),
             W.HBox([W.VBox([self.grid_w, self.legend]),
                     W.VBox([self.filter_w, self.info_w, self.patches_w], layout=lay(min_width="22em"))]),
             self.classes_w,
@@ -132,19 +134,24 @@ class ExplorerApp:
         t0 = time.perf_counter()
         try:
             out = fn(*args)
-            self.busy.value = (f"<span class='carlib-idle' style='color:grey'>ready "
-                               f"({time.perf_counter() - t0:.1f} s)</span>")
-            return out
         except Exception as exc:  # shown on the page, not swallowed: also re-raised
+            self._enable()
             self.busy.value = f"<span class='carlib-error' style='color:crimson'>{html.escape(str(exc))}</span>"
             raise
-        finally:
-            for c in self._controls:
-                c.disabled = False
+        self._enable()  # the controls first, so that "ready" means ready
+        self.busy.value = (f"<span class='carlib-idle' style='color:grey'>ready "
+                           f"({time.perf_counter() - t0:.1f} s)</span>")
+        return out
+
+    def _enable(self) -> None:
+        for c in self._controls:
+            c.disabled = False
 
     # ---------------------------------------------------------------- loading
     def _load_profile(self, name: str, layer: str | None = None) -> None:
-        self.study = self._make_study(name)
+        with self.progress_w:  # tqdm bars of anything computed show here
+            self.study = self._make_study(name)
+        self.progress_w.clear_output()
         layers = list(self.study.profile.greedy_steps)
         first = layer if layer in layers else layers[0]
         self._quiet = True
@@ -156,7 +163,9 @@ class ExplorerApp:
         self._load_layer(first)
 
     def _load_layer(self, layer: str) -> None:
-        self.ex = LayerExplorer(self.study, layer, n_images=self.n_images)
+        with self.progress_w:
+            self.ex = LayerExplorer(self.study, layer, n_images=self.n_images)
+        self.progress_w.clear_output()
         self.history, self.result = [], None
         car = self.ex.car.sort_values("filter")
         labels = [(f"{f}  (CAR {_pct(c)})", int(f)) for f, c in zip(car["filter"], car["car"])]
