@@ -100,11 +100,11 @@ class ExplorerApp:
         self.curve_w = W.Image(format="png").add_class("carlib-curve")
         self.widget = W.VBox([
             W.HBox([W.HTML("<b>carlib explorer</b>"), self.profile_w, self.layer_w, self.busy]),
-            W.HBox([W.VBox([self.grid_w, self.legend]),
-                    W.VBox([self.filter_w, self.info_w, self.patches_w], layout=lay(min_width="22em"))]),
+            W.HBox([W.VBox([self.grid_w, self.legend, self.curve_w], layout=lay(max_width="720px")),
+                    W.VBox([self.filter_w, self.info_w, self.patches_w, self.prune_w,
+                            W.HBox([self.prune_btn, self.reset_btn]), self.result_w, self.progress_w],
+                           layout=lay(min_width="22em", max_width="30em"))]),
             self.classes_w,
-            W.HBox([W.VBox([self.prune_w, W.HBox([self.prune_btn, self.reset_btn]), self.result_w,
-                            self.progress_w], layout=lay(min_width="30em")), self.curve_w]),
         ]).add_class("carlib-explorer")
         self._controls = [self.profile_w, self.layer_w, self.filter_w, self.prune_w, self.prune_btn,
                           self.reset_btn]
@@ -282,6 +282,7 @@ class ExplorerApp:
 
     def _draw_curve(self) -> None:
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         g = self.ex.greedy
         base = float(g.attrs.get("base_accuracy", float("nan")))
@@ -294,4 +295,5 @@ class ExplorerApp:
         ax.set(xlabel=f"filters of {self.ex.layer} pruned", ylabel="top-1 accuracy (%)",
                title=f"greedy pruning so far: {len(g)} steps")
         ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         self.curve_w.value = figure_png(fig)
