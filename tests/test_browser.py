@@ -1,7 +1,9 @@
 """The explorer notebook in JupyterLab and the static report, opened in headless Chromium.
 
-The explorer runs on the smoke profile (``CARLIB_BROWSER_PROFILE`` picks another); set
-``CARLIB_SCREENSHOT_DIR`` to keep the screenshots (``docs/`` holds the committed ones).
+The explorer runs on the smoke profile with live pruning on 20 images (``CARLIB_BROWSER_PROFILE``
+and ``CARLIB_EXPLORER_IMAGES`` change them); set ``CARLIB_SCREENSHOT_DIR`` to keep the
+screenshots. ``docs/explorer.png`` was taken with ``CARLIB_BROWSER_PROFILE=default
+CARLIB_EXPLORER_IMAGES=100``, ``docs/report.png`` from the committed default report.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _keep(src: Path, name: str) -> None:
 def test_explorer_in_jupyterlab(tmp_path):
     require_browser()
     import carlib
-    from carlib.analysis.explorer import DEFAULT_IMAGES, subset_indices
+    from carlib.analysis.explorer import subset_indices
     from carlib.analysis.study import Study
 
     t0 = time.time()
@@ -44,7 +46,9 @@ def test_explorer_in_jupyterlab(tmp_path):
     root = tmp_path / "lab"
     root.mkdir()
     shutil.copyfile(REPO / "notebooks" / "explore.ipynb", root / "explore.ipynb")
-    with jupyter_lab(root, {"CARLIB_PROFILE": PROFILE}) as (url, token), chromium_page() as page:
+    n_images = int(os.environ.get("CARLIB_EXPLORER_IMAGES", "20"))  # small: the test stays quick
+    env = {"CARLIB_PROFILE": PROFILE, "CARLIB_EXPLORER_IMAGES": str(n_images)}
+    with jupyter_lab(root, env) as (url, token), chromium_page() as page:
         try:
             page.set_default_timeout(LONG)
             page.goto(f"{url}/lab/tree/explore.ipynb?token={token}")
@@ -83,7 +87,7 @@ def test_explorer_in_jupyterlab(tmp_path):
             page.wait_for_selector(".carlib-explorer .carlib-idle", timeout=LONG)
             step("pruned")
             assert page.evaluate("() => window.sawBusy")
-            images = study.greedy_data.subset(subset_indices(len(study.greedy_data), DEFAULT_IMAGES))
+            images = study.greedy_data.subset(subset_indices(len(study.greedy_data), n_images))
             ref = carlib.car_index(study.model, "conv1", images, filters=[5], pruned=[3, 7], progress=False)
             acc = page.locator(".carlib-accuracy")
             correct, n = int(acc.get_attribute("data-correct")), int(acc.get_attribute("data-n"))

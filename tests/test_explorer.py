@@ -38,24 +38,24 @@ def test_prune_matches_car_index_and_the_naive_reference(study):
     import carlib
     from carlib.reference import accuracy_counts_naive
 
-    ex = LayerExplorer(study, "conv1", n_images=20)
-    assert len(ex.images) == 20
+    ex = LayerExplorer(study, "conv1", n_images=10)
+    assert len(ex.images) == 10
     seen = []
     res = ex.prune([7, 3], first=[40], chunk=16, on_chunk=lambda r: seen.append(sorted(r.car["filter"])))
-    assert res.pruned == [3, 7] and res.n_images == 20
+    assert res.pruned == [3, 7] and res.n_images == 10
     # the accuracy first, then the filter on screen alone, then the rest 16 at a time
     assert [len(s) for s in seen] == [0, 1, 17, 33, 49, 62] and seen[1] == [40]
     correct, counts = accuracy_counts_naive(study.model, "conv1", ex.images, [3, 7])
-    assert res.correct == int(correct.sum()) and int(counts.sum()) == 20
+    assert res.correct == int(correct.sum()) and int(counts.sum()) == 10
     ref = carlib.car_index(study.model, "conv1", ex.images, pruned=[3, 7], progress=False)
     assert res.car["filter"].tolist() == ref["filter"].tolist()
     assert np.array_equal(res.car["car"].to_numpy(), ref["car"].to_numpy())
     for k in (0, 40, 63):
         c, _ = accuracy_counts_naive(study.model, "conv1", ex.images, [3, 7, k])
-        assert res.car.set_index("filter").loc[k, "car"] == res.correct / 20 - int(c.sum()) / 20
+        assert res.car.set_index("filter").loc[k, "car"] == res.correct / 10 - int(c.sum()) / 10
     car = ex.car_with(res)
     assert np.isnan(car[[3, 7]]).all() and np.isfinite(np.delete(car, [3, 7])).all()
-    assert ex.unpruned() == (int(accuracy_counts_naive(study.model, "conv1", ex.images, [])[0].sum()), 20)
+    assert ex.unpruned() == (int(accuracy_counts_naive(study.model, "conv1", ex.images, [])[0].sum()), 10)
 
 
 @requires_tiny
@@ -85,7 +85,7 @@ def test_widgets_select_prune_and_restore(study):
     import carlib
     from carlib.analysis.explorer_ui import ExplorerApp
 
-    app = ExplorerApp("smoke", n_images=20, study_factory=lambda name: study)
+    app = ExplorerApp("smoke", n_images=10, study_factory=lambda name: study)
     assert app.layer_w.value == "conv1" and "carlib-idle" in app.busy.value
     car = study.car("conv1").set_index("filter")["car"]
     app.filter_w.value = 5
@@ -96,7 +96,7 @@ def test_widgets_select_prune_and_restore(study):
     ref = carlib.car_index(study.model, "conv1", app.ex.images, filters=[5], pruned=[3, 7], progress=False)
     res = app.history[-1]
     assert res.accuracy == ref.attrs["base_accuracy"]
-    assert f"data-correct='{res.correct}' data-n='20'" in app.result_w.value
+    assert f"data-correct='{res.correct}' data-n='10'" in app.result_w.value
     assert f"<span class='carlib-car-live'>{100 * ref['car'].iloc[0]:+.2f} pp</span>" in app.info_w.value
     assert app.grid_w.value != grid and "carlib-idle" in app.busy.value
     app.reset_btn.click()
