@@ -51,6 +51,8 @@ class CachedStudy(Study):
     """
 
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
+        """The cached table ``name``; never ``compute()``: a clear error instead."""
+
         def missing() -> pd.DataFrame:
             raise CarlibError(f"results/{self.profile.name}/{name}.csv is missing or was computed from "
                               f"other inputs; run `make reproduce PROFILE={self.profile.name}` first")
