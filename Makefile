@@ -6,12 +6,19 @@ BIN := $(VENV)/bin
 PROFILE ?= default
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: help setup test test-fast test-faults notebooks reproduce bench clean-results
+.PHONY: help setup chromium test test-fast test-faults notebooks reproduce report bench clean-results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install everything into it (quick when done)
+setup: $(STAMP) chromium ## create .venv and install everything into it (quick when done)
+
+chromium: ## headless Chromium for the browser tests (Debian: apt-get install chromium, when missing)
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "note: apt-get could not install chromium; the browser tests will be skipped"; \
+	else echo "note: no Chromium (install it, or set CARLIB_CHROMIUM); the browser tests will be skipped"; fi
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +40,9 @@ test-faults: setup ## every fault-injection trial: greedy runs killed with SIGKI
 
 reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|smoke|paper]
 	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE)
+
+report: setup ## one self-contained HTML page per profile: make report [PROFILE=...] -> report/<profile>/
+	$(BIN)/python -m carlib.analysis.report --profile $(PROFILE)
 
 bench: setup ## benchmark the CAR engine against the naive loop (bench/results/)
 	$(BIN)/python bench/bench.py

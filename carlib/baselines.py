@@ -17,6 +17,7 @@ from torch import nn
 
 from .data import DataLike
 from .engine import Engine
+from .graph import LayerPlan
 from .layers import resolve_layer
 
 __all__ = ["l1_order", "random_order", "car_order", "order_curve"]
@@ -44,7 +45,7 @@ def car_order(car: pd.DataFrame) -> list[int]:
     return [int(f) for f in car.sort_values(["car", "filter"], kind="stable")["filter"]]
 
 
-def order_curve(model: nn.Module, layer: str, data: DataLike, order: Sequence[int], depth: int,
+def order_curve(model: nn.Module, layer: "str | LayerPlan", data: DataLike, order: Sequence[int], depth: int,
                 *, device: str | torch.device | None = None, topk: int = 1,
                 engine: Engine | None = None, precision: str = "auto") -> pd.DataFrame:
     """Accuracy after pruning the first 1..``depth`` filters of ``order``.

@@ -159,6 +159,7 @@ def _car(args: argparse.Namespace) -> None:
 
 
 def _prune(args: argparse.Namespace) -> None:
+    from .data import as_batches
     from .greedy import greedy_prune
     from .models import save_checkpoint
     from .pruning import prune_filters
@@ -166,6 +167,9 @@ def _prune(args: argparse.Namespace) -> None:
 
     paths = _outputs(args)
     model, data = _load(args)
+    if args.save_model is not None:  # a layer that cannot be pruned is refused before the run
+        size = tuple(next(as_batches(data, 1))[0].shape[1:])
+        prune_filters(model, args.layer, [0], input_size=size)
     df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
                       journal=paths["--journal"], batch_size=args.batch_size, device=args.device,
                       progress=not args.quiet, precision=args.precision)
@@ -174,7 +178,7 @@ def _prune(args: argparse.Namespace) -> None:
           f"{df['accuracy'].iloc[-1] if len(df) else df.attrs['base_accuracy']:.4f} after "
           f"pruning {len(df)} filters of {args.layer}; steps written to {args.out}")
     if args.save_model is not None:
-        small = prune_filters(model, args.layer, df["filter"].tolist())
+        small = prune_filters(model, args.layer, df["filter"].tolist(), input_size=size)
         save_checkpoint(small.state_dict(), args.save_model)
         print(f"pruned network saved to {args.save_model} (sha256 in {args.save_model}.sha256)")
 

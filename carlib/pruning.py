@@ -12,9 +12,10 @@ from torch import nn
 from .convs import SamePadConv2d
 from .errors import CarlibError
 from .graph import LayerPlan, analyze
+from .graph_pruning import PruneRecord, prune_coupled
 from .layers import check_filters
 
-__all__ = ["prune_filters", "count"]
+__all__ = ["prune_filters", "count", "PruneRecord"]
 
 
 def _conv_like(conv: nn.Conv2d, in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -33,32 +34,44 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, leaf, new)
 
 
-@torch.no_grad()
-def prune_filters(model: nn.Module, layer: str | LayerPlan, filters: Iterable[int]) -> nn.Module:
+def prune_filters(model: nn.Module, layer: str | LayerPlan, filters: Iterable[int], *,
+                  coupled: bool = False, input_size: tuple[int, ...] = (3, 224, 224)) -> nn.Module:
     """A physically smaller copy of ``model`` with ``filters`` of ``layer`` removed.
 
-    The convolution loses those output channels, its BatchNorm (if any) those entries, and
-    its consumer (the next convolution, or the first linear layer after flattening) the
-    matching input channels or features. The copy computes exactly what the masked model
-    computes (:func:`carlib.mask_filters`), up to float rounding.
+    In a sequential chain carlib rewrites the graph itself: the convolution loses those output
+    channels, its BatchNorm (if any) those entries, and its consumer (the next convolution, or
+    the first linear layer after flattening) the matching input channels or features. Any
+    other graph (residual sums, depthwise convolutions, concatenations) is pruned with
+    Torch-Pruning (:mod:`carlib.graph_pruning`): coupled channels go together, constant
+    channels are folded into the next layer's bias, and the result is checked on probe images
+    of ``input_size``. Either way the copy computes, in eval mode, what the masked model
+    computes (:func:`carlib.mask_filters`) up to float rounding, where the masked filters are
+    ``small.pruning_record.masked``: the requested ones, plus, with ``coupled=True``, the
+    filters of other convolutions removed with them.
 
     Args:
         model: the network (not modified).
         layer: alias or module path of the convolution, or its :class:`~carlib.graph.LayerPlan`.
         filters: filter indices to remove (at least one filter must remain).
+        coupled: allow removing the same channels of convolutions coupled with ``layer`` (a
+            residual sum); without it such a removal is refused.
+        input_size: ``(C, H, W)`` of one input image, for graphs pruned with Torch-Pruning.
 
     Returns:
-        The pruned copy, in the mode ``model`` was in.
+        The pruned copy, in the mode ``model`` was in. Its ``pruning_record`` attribute (a
+        :class:`PruneRecord`) says which filters of which convolutions were removed together.
 
     Raises:
-        CarlibError: unknown layer, bad indices, all filters removed, or a graph carlib
-        cannot rewrite (skip connections, grouped consumers, ...).
+        CarlibError: unknown layer, bad indices, all filters removed, coupled filters without
+        ``coupled=True``, or a graph neither carlib nor Torch-Pruning can rewrite exactly.
 
     Example:
         >>> from torchvision.models import alexnet
         >>> small = prune_filters(alexnet(), "conv1", range(32))
         >>> small.features[0].out_channels, small.features[3].in_channels
         (32, 32)
+        >>> small.pruning_record.masked["features.0"][:3]
+        [0, 1, 2]
     """
     plan = analyze(model, layer)
     n = plan.layer.filters
@@ -67,14 +80,22 @@ def prune_filters(model: nn.Module, layer: str | LayerPlan, filters: Iterable[in
     keep = [k for k in range(n) if k not in set(drop)]
     if not keep:
         raise CarlibError(f"cannot remove all {n} filters of {layer}; keep at least one")
-    if plan.prune_reason is not None:
-        raise CarlibError(f"cannot rewrite the graph after {layer}: {plan.prune_reason}; "
-                          "use carlib.mask_filters for this model")
+    if plan.prune_reason is not None or plan.layer.module.groups != 1:
+        return prune_coupled(model, plan, drop, coupled=coupled, input_size=input_size)
+    with torch.no_grad():
+        out = _rewrite_chain(model, plan, keep, n)
+    drop = sorted(int(k) for k in drop)
+    out.pruning_record = PruneRecord(plan.layer.path, drop, {plan.layer.path: drop},
+                                     {plan.layer.path: drop})
+    return out
+
+
+def _rewrite_chain(model: nn.Module, plan: LayerPlan, keep: list[int], n: int) -> nn.Module:
+    """carlib's own rewrite of a sequential chain: layer, its BatchNorm, its consumer."""
+    layer = plan.layer.alias
     out = copy.deepcopy(model)
     idx = torch.tensor(keep)
     conv: nn.Conv2d = out.get_submodule(plan.layer.path)
-    if conv.groups != 1:
-        raise CarlibError(f"{layer} is a grouped convolution; carlib cannot remove its filters")
     new = _conv_like(conv, conv.in_channels, len(keep))
     new.weight.copy_(conv.weight[idx])
     if conv.bias is not None:

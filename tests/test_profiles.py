@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from carlib import PROFILES, figures_dir, get_profile, results_dir
 from carlib.errors import CarlibError
 
 
 def test_profiles():
-    assert set(PROFILES) == {"default", "paper", "smoke"}
+    assert set(PROFILES) == {"default", "paper", "imagenet", "smoke"}
     paper = get_profile("paper")
     assert (paper.model, paper.dataset, paper.per_class, paper.device) == ("alexnet", "imagenet", 50, "auto")
     assert paper.greedy_steps == {"conv1": 32, "conv2": 96}  # half of torchvision's 64 and 192
@@ -26,3 +27,22 @@ def test_output_folders_do_not_depend_on_cwd(tmp_path, monkeypatch):
     assert r.is_absolute() and r.parts[-2:] == ("results", "smoke") and tmp_path not in r.parents
     monkeypatch.setenv("CARLIB_HOME", str(tmp_path))
     assert figures_dir("x") == tmp_path / "figures" / "x"
+
+
+def test_layer_roles():
+    """``conv1``/``conv2`` name the profile's layers; any other name passes through."""
+    from torchvision.models import mobilenet_v2
+
+    from carlib.layers import resolve_layer
+
+    net = get_profile("imagenet")
+    assert get_profile("default").layer_path("conv2") == "conv2"
+    assert net.layer_path("conv7") == "conv7"
+    m = mobilenet_v2()
+    c1, c2 = (resolve_layer(m, net.layer_path(r)).module for r in ("conv1", "conv2"))
+    # conv1: the first convolution, on RGB; conv2: the first whose filters mix all channels
+    assert (c1.in_channels, c1.out_channels, c1.groups) == (3, 32, 1)
+    assert c2.kernel_size == (1, 1) and c2.groups == 1 and c2.in_channels == 32
+    between = [mod for name, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)][1]
+    assert between.groups == between.in_channels == 32  # the depthwise conv filters channels alone
+    assert net.greedy_steps == {"conv1": c1.out_channels // 2, "conv2": c2.out_channels // 2}

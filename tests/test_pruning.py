@@ -69,10 +69,14 @@ def test_alexnet_tiny_count():
 
 
 def test_errors(bn_net):
-    from torchvision.models import resnet18
-
     model, _, _ = bn_net
     with pytest.raises(CarlibError, match="keep at least one"):
         prune_filters(model, "conv1", range(8))
-    with pytest.raises(CarlibError, match="cannot rewrite"):
-        prune_filters(resnet18(), "conv1", [0])
+    # graphs carlib does not rewrite itself (residual sums, ...): tests/test_graph_pruning.py
+
+
+def test_sequential_chains_record_what_was_removed(bn_net):
+    model, _, _ = bn_net
+    rec = prune_filters(model, "conv2", [3, 1]).pruning_record
+    assert (rec.method, rec.layer, rec.filters, rec.coupled) == ("carlib", "features.4", [1, 3], False)
+    assert rec.masked == rec.removed == {"features.4": [1, 3]} and rec.folded == {}

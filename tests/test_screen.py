@@ -45,7 +45,7 @@ def test_bf16_checked_screens_and_matches_naive_default_network(tiny_val_slice, 
 
     model = load_model("alexnet-tiny")
     data = tiny_val_slice.subset(np.arange(100))
-    ks = list(range(0, 64, 2)) if layer == "conv1" else list(range(0, 192, 6))
+    ks = list(range(0, 64, 4)) if layer == "conv1" else list(range(0, 192, 12))
     naive = car_index_naive(model, layer, data, filters=ks)
     n = num_images(data)
     eng = Engine(model, layer, data, precision="bf16-checked")

@@ -44,3 +44,27 @@ def test_activations_and_response_index(bn_net):
     r = color_index_responses(model, "conv1", ds, top_n=4)
     assert list(r.columns) == ["filter", "r_color", "r_gray", "color_index"] and len(r) == 8
     assert np.isfinite(r["color_index"]).all()
+
+
+def test_response_index_of_images_decoded_from_files(bn_net, tmp_path):
+    """Images read from files (as ImageNet is) get the same index as the same pixels in memory:
+    the grayscale versions are made from the 8-bit pixels behind the normalized tensors."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from carlib.data import FolderDataset
+
+    model, _, _ = bn_net
+    ds = uint8_dataset()
+    samples = []
+    for i, (img, y) in enumerate(zip(ds.images, ds.labels)):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        samples.append((str(tmp_path / f"{i}.png"), int(y)))
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(ds.mean, ds.std)])
+    folder = FolderDataset("t", "val", samples, ds.classes, ds.class_names, tf)
+    mem = color_index_responses(model, "conv1", ds, top_n=4)
+    files = color_index_responses(model, "conv1", folder, top_n=4, batch_size=5)
+    assert files["filter"].tolist() == mem["filter"].tolist()
+    np.testing.assert_allclose(files[["r_color", "r_gray", "color_index"]],
+                               mem[["r_color", "r_gray", "color_index"]], rtol=1e-5, atol=1e-6)
+    assert (mem["color_index"].abs() > 1e-3).any()  # grayscale changes the responses

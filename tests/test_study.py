@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 import carlib.analysis.study as E
-from conftest import requires_tiny
+from conftest import requires_imagenet_sample, requires_tiny
 
 
 @requires_tiny
@@ -76,3 +76,87 @@ def test_no_heldout_images_when_greedy_sees_all(tmp_path, monkeypatch):
     study = E.Study("smoke", progress=False)  # per_class == greedy_per_class == 1
     assert study.heldout_data() is None
     assert study.heldout_accuracy("conv1").empty
+
+
+@requires_tiny
+def test_sharded_car_equals_one_pass_and_resumes(tmp_path, monkeypatch):
+    """A profile with ``shard_images`` counts in cached shards; the sums give the one-pass
+    table exactly, and a lost shard is recomputed alone."""
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    one = E.Study("smoke", progress=False).car_per_class("conv2")
+    sharded = E.Study("smoke", progress=False, shard_images=15)
+    got = sharded.car_per_class("conv2")
+    pd.testing.assert_frame_equal(got, one)
+    parts = sorted((tmp_path / "smoke" / "parts").glob("car_counts_conv2_*.csv"))
+    assert [p.name for p in parts] == [f"car_counts_conv2_{i:06d}.csv" for i in (0, 15, 30)]
+    (tmp_path / "smoke" / "car_per_class_conv2.csv").unlink()
+    parts[1].unlink()
+    calls = []
+    again = E.Study("smoke", progress=False, shard_images=15)
+    orig = again._car_counts
+    monkeypatch.setattr(again, "_car_counts", lambda *a: calls.append(a[1][0]) or orig(*a))
+    pd.testing.assert_frame_equal(again.car_per_class("conv2"), one)
+    assert calls == [15]
+
+
+@requires_imagenet_sample
+def test_paper_pipeline_on_real_photos(tmp_path, monkeypatch):
+    """The ``paper`` profile's code path end to end on real ImageNet photos: torchvision's
+    AlexNet loaded from a hub cache (random weights, its last bias set so that most images are
+    barely right and pruning changes answers), 224-px JPEGs, 1,000 classes; the tables agree
+    with the naive reference and with each other."""
+    import os
+
+    import numpy as np
+    import torch
+    from torchvision.models import AlexNet_Weights, alexnet
+
+    from carlib.data import as_batches, load_dataset
+    from carlib.paths import data_search_dirs
+    from carlib.reference import car_index_naive
+
+    sources = os.pathsep.join(str(d) for d in data_search_dirs())  # the sample, before moving home
+    monkeypatch.setenv("CARLIB_DATA_DIR", sources)
+    monkeypatch.setenv("CARLIB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    sizes = dict(dataset="imagenet-sample", per_class=1, greedy_per_class=1, max_classes=5,
+                 greedy_steps={"conv1": 1, "conv2": 1}, random_seeds=(0,),
+                 curve_depth={"conv1": 2, "conv2": 2}, top_k_filters=2)
+    data = load_dataset("imagenet-sample", "val", per_class=1, progress=False)
+    data = data.subset(np.flatnonzero(np.asarray(data.labels) < sizes["max_classes"]))
+    x, y = next(as_batches(data, len(data)))
+    torch.manual_seed(0)
+    net = alexnet().eval()
+    with torch.no_grad():  # the rows of the images' classes: each image's class just ahead
+        last = net.classifier[-1]
+        h = net.classifier[:-1](torch.flatten(net.avgpool(net.features(x)), 1)).double()
+        others = torch.ones(1000, dtype=torch.bool)
+        others[y] = False
+        top = (h @ last.weight.double().T + last.bias.double())[:, others].max(dim=1).values
+        margin = 0.02 * float(top.std() + 1)
+        target = top.unsqueeze(1) - 1 + (1 + margin) * torch.eye(len(y), dtype=torch.float64)
+        last.bias[y] = 0
+        last.weight[y] = (torch.linalg.pinv(h) @ target).T.float()
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(net.state_dict(), hub / AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1])
+
+    study = E.Study("paper", device="cpu", progress=False, **sizes)
+    assert "`features.0` (64 filters, 11x11)" in study.describe() and len(study.data) == len(y) >= 3
+    assert study.dir == tmp_path / "home" / "results" / "paper"
+    acc = study.accuracy_per_class()
+    assert acc["n"].sum() == len(y) and 0.5 <= (acc["top1"] * acc["n"]).sum() / len(y) <= 1
+    car = study.car_per_class("conv1")
+    some = list(range(0, 64, 9))  # the naive loop costs a whole AlexNet pass per filter
+    ref = car_index_naive(study.model, "conv1", data, per_class=True, filters=some)
+    pd.testing.assert_frame_equal(car[car["filter"].isin(some)].reset_index(drop=True),
+                                  ref.reset_index(drop=True), check_dtype=False)
+    assert (study.car("conv1")["car"] != 0).any()  # pruning changes answers on real photos
+    greedy = study.greedy("conv1")
+    assert len(greedy) == 1 and (study.dir / "greedy_conv1.journal.jsonl").is_file()
+    curves = study.curves("conv1")
+    base = study.car("conv1").attrs["base_accuracy"]
+    assert np.allclose(curves.loc[curves["n_pruned"] == 0, "accuracy"], base)
+    assert study.pruned_top("conv1")[:1] == greedy["filter"].tolist()
+    r = study.color_responses("conv1")
+    assert len(r) == 64 and np.isfinite(r["color_index"]).all()

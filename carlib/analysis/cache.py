@@ -54,6 +54,7 @@ class ResultCache:
                 return df
         t0 = time.time()
         df = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_table(df, path)
         attrs = {k: v for k, v in df.attrs.items() if isinstance(v, (int, float, str))}
         write_text_atomic(meta_path, json.dumps({"key": key, "attrs": attrs,

@@ -69,13 +69,13 @@ class Patch:
 
 
 @torch.no_grad()
-def top_patches(model: nn.Module, layer: str, data: ImageDataset, filters: Iterable[int], *,
+def top_patches(model: nn.Module, layer: "str | LayerPlan", data: ImageDataset, filters: Iterable[int], *,
                 n: int = 9, batch_size: int = 256) -> dict[int, list[Patch]]:
     """The ``n`` image patches that drive each filter most (one per image, at its peak).
 
     Args:
         model: the network.
-        layer: alias or module path.
+        layer: alias or module path, or its :class:`~carlib.graph.LayerPlan`.
         data: an in-memory dataset (the crops are taken from its uint8 pixels).
         filters: which filters.
         n: patches per filter.

@@ -4,6 +4,12 @@
 * ``paper``: the paper's setting: torchvision AlexNet (ImageNet weights) on the ImageNet
   validation set, 50 images per class, greedy to half of conv1 and conv2, on the GPU when
   there is one (device ``auto``).
+* ``imagenet``: a real ImageNet network on real photos: ``mobilenet_v2-coral`` on the 1,398
+  images of ``imagenet-sample`` (CAR on all, greedy and curves on one image per class), greedy
+  to half of each layer. ``conv1`` is ``features.0.0`` (the first convolution, 32 3x3 filters
+  on RGB), ``conv2`` is ``features.1.conv.1`` (16 1x1 filters, the first layer whose filters
+  mix all channels; the depthwise convolution between them filters each channel alone). Its
+  tables are counted in cached shards, so a long run resumes where it stopped.
 * ``smoke``: a tiny, fast version of ``default`` for CI.
 """
 
@@ -34,6 +40,11 @@ class Profile:
             :func:`carlib.engine.resolve_device`).
         input_size: ``(C, H, W)`` of one image.
         top_k_filters: how many top CAR-pruned filters the figures discuss (the paper: 20).
+        layers: which convolution plays each role of the notebooks (``conv1``: the first
+            layer, ``conv2``: the first layer whose filters mix all channels), as module paths
+            or aliases (``None``: the roles are the aliases ``conv1`` and ``conv2``).
+        shard_images: count CAR in shards of this many images, each cached on its own, so a
+            long run resumes where it stopped (``None``: one pass).
     """
 
     name: str
@@ -49,6 +60,12 @@ class Profile:
     greedy_per_class: int = 10
     max_classes: int | None = None
     curve_depth: dict | None = None
+    layers: dict | None = None
+    shard_images: int | None = None
+
+    def layer_path(self, role: str) -> str:
+        """The module path or alias of the convolution that plays ``role`` (e.g. ``conv2``)."""
+        return str(self.layers.get(role, role)) if self.layers else role
 
     def curve_depth_for(self, layer: str, filters: int) -> int:
         """How deep the baseline curves go for a layer (default: half of its filters)."""
@@ -75,6 +92,11 @@ PROFILES: dict[str, Profile] = {
         greedy_steps={"conv1": 32, "conv2": 96}, random_seeds=(0, 1, 2, 3, 4),
         device="auto", input_size=(3, 224, 224), top_k_filters=20,
         greedy_per_class=50),
+    "imagenet": Profile(
+        name="imagenet", model="mobilenet_v2-coral", dataset="imagenet-sample", split="val",
+        per_class=7, greedy_steps={"conv1": 16, "conv2": 8}, random_seeds=(0, 1, 2, 3, 4),
+        device="auto", input_size=(3, 224, 224), top_k_filters=8, greedy_per_class=1,
+        layers={"conv1": "features.0.0", "conv2": "features.1.conv.1"}, shard_images=100),
     "smoke": Profile(
         name="smoke", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=1, greedy_steps={"conv1": 3, "conv2": 3}, random_seeds=(0, 1),

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data import ImageDataset
+from ..data import IMAGENET_MEAN, IMAGENET_STD, DataLike, ImageDataset, as_batches
 from ..graph import LayerPlan, analyze
 from .activations import mask_point_activations
 
@@ -63,37 +63,65 @@ def _to_gray(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(np.rint(g), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 
+def _gray_normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Normalized images shown in grayscale: back to 8-bit pixels, ITU-R 601 luma replicated to
+    R, G and B (rounded as :func:`_to_gray` rounds), normalized again."""
+    mean, std = mean.view(1, 3, 1, 1).to(x), std.view(1, 3, 1, 1).to(x)
+    pix = torch.clamp(torch.round((x * std + mean) * 255), 0, 255)
+    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    g = torch.clamp(torch.round((pix * luma).sum(dim=1, keepdim=True)), 0, 255) / 255
+    return (g.expand_as(x) - mean) / std
+
+
+def _normalization(data: DataLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std a dataset's images were normalized with (ImageNet's by default)."""
+    from torchvision import transforms
+
+    for t in getattr(getattr(data, "transform", None), "transforms", []):
+        if isinstance(t, transforms.Normalize):
+            return torch.tensor(t.mean), torch.tensor(t.std)
+    return torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+
+
 @torch.no_grad()
-def color_index_responses(model: nn.Module, layer: str | LayerPlan, data: ImageDataset, *, top_n: int = 20,
+def color_index_responses(model: nn.Module, layer: str | LayerPlan, data: DataLike, *, top_n: int = 20,
                           batch_size: int = 256, filters: Iterable[int] | None = None) -> pd.DataFrame:
     """Response-based color index of each filter.
 
     For each filter, its ``top_n`` images (largest spatial peak of its feature map after BN and
-    activation) are shown again in grayscale (ITU-R 601 luma, replicated to R, G and B).
+    activation) are shown again in grayscale (ITU-R 601 luma of the 8-bit pixels, replicated to
+    R, G and B).
 
     Args:
         model: the network.
         layer: alias, module path or :class:`~carlib.graph.LayerPlan`.
-        data: an in-memory dataset (uint8 pixels are needed to make grayscale versions).
+        data: a carlib dataset (in memory, or decoded from files as ImageNet is).
         top_n: top images per filter.
         batch_size: images per forward pass.
         filters: only these filters (default all).
 
     Returns:
         A DataFrame ``filter, r_color, r_gray, color_index``.
+
+    Example:
+        >>> color_index_responses(load_model(), "conv1", load_dataset(per_class=1))  # doctest: +SKIP
     """
     plan = analyze(model, layer)
-    peaks = []
-    for i in range(0, len(data), batch_size):
-        x = data.normalize(data.images[i : i + batch_size])
-        peaks.append(mask_point_activations(model, plan, x).amax(dim=(2, 3)))
+    in_memory = isinstance(data, ImageDataset)
+    peaks = [mask_point_activations(model, plan, x).amax(dim=(2, 3))
+             for x, _ in as_batches(data, batch_size)]
     peaks_t = torch.cat(peaks)  # (N, C)
+    mean, std = (None, None) if in_memory else _normalization(data)
     ks = list(range(peaks_t.shape[1])) if filters is None else list(filters)
     rows = []
     for k in ks:
         top = torch.argsort(peaks_t[:, k], descending=True, stable=True)[:top_n].numpy()
         top = np.sort(top)
-        gray = data.normalize(_to_gray(data.images[top]))
+        if in_memory:
+            gray = data.normalize(_to_gray(data.images[top]))
+        else:
+            gray = torch.cat([_gray_normalized(x, mean, std)
+                              for x, _ in as_batches(data.subset(top), batch_size)])
         r_gray = mask_point_activations(model, plan, gray)[:, k].amax(dim=(1, 2))
         r_color = peaks_t[top, k]
         rc, rg = float(r_color.mean()), float(r_gray.mean())

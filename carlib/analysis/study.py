@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ..baselines import car_order, l1_order, order_curve, random_order
-from ..car import car_index
+from ..car import car_index, car_table
 from ..data import DataLike, data_fingerprint, load_dataset, subset_per_class
 from ..engine import Engine, resolve_device
 from ..graph import LayerPlan, analyze
@@ -81,6 +81,23 @@ class Study:
                                             "model": model_fingerprint(self.model),
                                             "data": data_fingerprint(self.data)}, force=force)
 
+    def describe(self) -> str:
+        """One Markdown paragraph: model, data, sizes, the layers playing ``conv1`` and
+        ``conv2``, and the device (the notebooks' first output).
+
+        Example:
+            >>> Study("smoke").describe()  # doctest: +SKIP
+            '**Profile `smoke`**: `alexnet-tiny` on tiny-imagenet val, ...'
+        """
+        P = self.profile
+        roles = ", ".join(f"{r} = `{c.path}` ({c.filters} filters, {'x'.join(map(str, c.module.kernel_size))})"
+                          for r, c in ((r, self.layer(r)) for r in ("conv1", "conv2")))
+        return (f"**Profile `{P.name}`**: `{P.model}` on {P.dataset} {P.split}, "
+                f"{self.data.num_classes} classes; CAR index on {len(self.data):,} images "
+                f"({P.per_class} per class), greedy pruning and curves on {len(self.greedy_data):,} "
+                f"images ({P.greedy_per_class} per class), greedy depth {P.greedy_steps}; "
+                f"layers: {roles}; device `{self.device}`.")
+
     # ---------------------------------------------------------------- caching
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
         """The cached table ``name`` (see :meth:`ResultCache.table`)."""
@@ -92,20 +109,60 @@ class Study:
 
     # ---------------------------------------------------------------- results
     def layer(self, layer: str) -> ConvLayer:
-        """The convolution ``layer`` of the profile's model (alias, path, module, filters)."""
-        return resolve_layer(self.model, layer)
+        """The convolution that plays ``layer`` in the profile (:meth:`Profile.layer_path`;
+        any other alias or module path as it is): alias, path, module, filters."""
+        return resolve_layer(self.model, self.profile.layer_path(layer))
 
     def plan(self, layer: str) -> LayerPlan:
         """The layer's :class:`~carlib.graph.LayerPlan`, traced once per study."""
         if layer not in self._plans:
-            self._plans[layer] = analyze(self.model, layer)
+            self._plans[layer] = analyze(self.model, self.profile.layer_path(layer))
         return self._plans[layer]
 
     def car_per_class(self, layer: str) -> pd.DataFrame:
-        """CAR of every filter of ``layer`` for every class (one pass gives both tables)."""
-        return self.table(f"car_per_class_{layer}", lambda: car_index(
-            self.model, self.plan(layer), self.data, per_class=True, device=self.device,
-            progress=self.progress), layer=layer)
+        """CAR of every filter of ``layer`` for every class (one pass gives both tables).
+
+        With the profile's ``shard_images`` set, the images are counted in shards of that
+        size, each shard's integer counts cached on its own (an interrupted run resumes at the
+        first missing shard); the sums give the same table as one pass.
+        """
+        if not self.profile.shard_images:
+            return self.table(f"car_per_class_{layer}", lambda: car_index(
+                self.model, self.plan(layer), self.data, per_class=True, device=self.device,
+                progress=self.progress), layer=layer)
+        return self.table(f"car_per_class_{layer}", lambda: self._car_from_shards(layer), layer=layer)
+
+    def _car_from_shards(self, layer: str) -> pd.DataFrame:
+        size = int(self.profile.shard_images)
+        n_img, filters = len(self.data), list(range(self.layer(layer).filters))
+        parts = []
+        for first in range(0, n_img, size):
+            idx = np.arange(first, min(first + size, n_img))
+            parts.append(self.table(f"parts/car_counts_{layer}_{first:06d}",
+                                    lambda idx=idx: self._car_counts(layer, idx, filters),
+                                    layer=layer, first=int(idx[0]), last=int(idx[-1])))
+        counts = pd.concat(parts).groupby(["filter", "class"], as_index=False)[["correct", "n"]].sum()
+        classes = self.data.num_classes
+        wide = counts.pivot(index="filter", columns="class", values="correct").reindex(
+            columns=range(classes), fill_value=0).fillna(0).astype("int64")
+        n = counts[counts["filter"] == -1].set_index("class")["n"].reindex(range(classes), fill_value=0)
+        df = car_table(torch.tensor(wide.loc[-1].to_numpy()), torch.tensor(wide.loc[filters].to_numpy()),
+                       torch.tensor(n.to_numpy()), filters, per_class=True)
+        eng = Engine(self.model, self.plan(layer), self.data, device=self.device)
+        df.attrs.update({"layer": eng.plan.layer.path, "topk": 1, "method": eng.method,
+                         "precision": eng.precision, "shards": len(parts)})
+        return df
+
+    def _car_counts(self, layer: str, idx: np.ndarray, filters: list[int]) -> pd.DataFrame:
+        """Correct images per class of one shard: the unpruned network (``filter = -1``) and
+        each filter pruned alone."""
+        eng = Engine(self.model, self.plan(layer), self.data.subset(idx), device=self.device)
+        base, cand, n = eng.evaluate([], filters)
+        keep = torch.nonzero(n).flatten()
+        rows = torch.cat([base[keep].unsqueeze(0), cand[:, keep]])
+        return pd.DataFrame({"filter": np.repeat([-1] + filters, len(keep)),
+                             "class": np.tile(keep.numpy(), len(filters) + 1),
+                             "correct": rows.flatten().numpy(), "n": np.tile(n[keep].numpy(), len(filters) + 1)})
 
     def car(self, layer: str) -> pd.DataFrame:
         """CAR of every filter of ``layer`` (aggregated from :meth:`car_per_class`)."""
@@ -142,11 +199,16 @@ class Study:
             orders: list[tuple[str, int, list[int], int]] = [
                 ("car-greedy", -1, list(greedy["filter"]), len(greedy)),
                 ("car-oneshot", -1, car_order(self.car(layer)), half),
-                ("l1", -1, l1_order(self.model, layer), half)]
+                ("l1", -1, l1_order(self.model, self.plan(layer).layer.path), half)]
             orders += [("random", s, random_order(n, s), half) for s in self.profile.random_seeds]
             parts = []
             for method, seed, order, depth in orders:
-                c = order_curve(self.model, layer, self.greedy_data, order, depth, engine=eng)
+                def one(order=order, depth=depth) -> pd.DataFrame:
+                    return order_curve(self.model, self.plan(layer), self.greedy_data, order, depth,
+                                       engine=eng)
+                # long profiles cache each order on its own, so an interrupted run resumes
+                c = (self.table(f"parts/curve_{layer}_{method}_{seed}", one, layer=layer,
+                                order=order[:depth]) if self.profile.shard_images else one())
                 c.insert(0, "seed", seed)
                 c.insert(0, "method", method)
                 parts.append(c)
@@ -189,7 +251,7 @@ class Study:
             eng = Engine(self.model, self.plan(layer), held, device=self.device)
             greedy = [int(f) for f in self.greedy(layer)["filter"]]
             orders = [("car-greedy", -1, greedy), ("car-oneshot", -1, car_order(self.car(layer))),
-                      ("l1", -1, l1_order(self.model, layer))]
+                      ("l1", -1, l1_order(self.model, self.plan(layer).layer.path))]
             orders += [("random", s, random_order(n, s)) for s in self.profile.random_seeds]
             base, _, counts = eng.evaluate([], [])
             total = int(counts.sum())
