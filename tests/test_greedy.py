@@ -106,10 +106,19 @@ def test_n_remove_must_be_an_integer(bn_net, n):
         greedy_prune(model, "conv2", (x, y), n_remove=n, progress=False)
 
 
-def _good_journal(bn_net, tmp_path):
-    model, x, y = bn_net
-    journal = tmp_path / "j.jsonl"
+@pytest.fixture(scope="module")
+def _journal_text(_bn_net, tmp_path_factory):
+    """The journal of a 3-step greedy run on conv2 (computed once for the module)."""
+    model, x, y = _bn_net
+    journal = tmp_path_factory.mktemp("journal") / "j.jsonl"
     greedy_prune(model, "conv2", (x, y), n_remove=3, progress=False, journal=journal)
+    return journal.read_bytes()
+
+
+@pytest.fixture
+def good_journal(_journal_text, tmp_path):
+    journal = tmp_path / "j.jsonl"
+    journal.write_bytes(_journal_text)
     return journal
 
 
@@ -143,9 +152,9 @@ BAD_JOURNALS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_JOURNALS))
-def test_a_bad_journal_is_refused_naming_file_and_line(bn_net, tmp_path, case):
+def test_a_bad_journal_is_refused_naming_file_and_line(bn_net, good_journal, case):
     model, x, y = bn_net
-    journal = _good_journal(bn_net, tmp_path)
+    journal = good_journal
     edit, line = BAD_JOURNALS[case]
     journal.write_text("\n".join(edit(journal.read_text().splitlines())) + "\n")
     with pytest.raises(CarlibError) as err:
@@ -154,19 +163,19 @@ def test_a_bad_journal_is_refused_naming_file_and_line(bn_net, tmp_path, case):
     assert f"{journal} line {line}" in msg and "\n" not in msg
 
 
-def test_a_journal_with_non_utf8_bytes_is_refused(bn_net, tmp_path):
+def test_a_journal_with_non_utf8_bytes_is_refused(bn_net, good_journal):
     model, x, y = bn_net
-    journal = _good_journal(bn_net, tmp_path)
+    journal = good_journal
     journal.write_bytes(journal.read_bytes()[:-20] + b"\xff\xfe\x80" + b"\n")
     with pytest.raises(CarlibError, match=f"{journal} line 4") as err:
         greedy_prune(model, "conv2", (x, y), n_remove=5, progress=False, journal=journal)
     assert "UTF-8" in str(err.value)
 
 
-def test_a_torn_last_line_is_redone_but_a_torn_middle_line_is_not(bn_net, tmp_path):
+def test_a_torn_last_line_is_redone_but_a_torn_middle_line_is_not(bn_net, good_journal):
     model, x, y = bn_net
     full = greedy_prune(model, "conv2", (x, y), n_remove=4, progress=False)
-    journal = _good_journal(bn_net, tmp_path)
+    journal = good_journal
     text = journal.read_text()
     journal.write_text(text + text.splitlines()[3][:12])  # no newline: a torn final write
     pd.testing.assert_frame_equal(
