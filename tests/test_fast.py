@@ -41,6 +41,7 @@ class TinyResNet(nn.Module):
 
     def __init__(self, classes: int = 6):
         super().__init__()
+        torch.manual_seed(0)
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(8)
         self.relu = nn.ReLU(inplace=True)
@@ -58,6 +59,7 @@ class TinyResNet(nn.Module):
 def separable(groups: int = 8, same_pad: bool = False) -> nn.Sequential:
     """conv -> BN -> ReLU6 -> grouped (depthwise for 8 groups) conv -> BN -> ReLU6 -> pointwise
     -> BN -> conv -> pool -> linear."""
+    torch.manual_seed(0)
     grouped = (SamePadConv2d(8, 8, 3, stride=2, groups=groups) if same_pad
                else nn.Conv2d(8, 8, 3, padding=1, groups=groups, bias=False))
     return nn.Sequential(
@@ -73,6 +75,7 @@ class CatNet(nn.Module):
 
     def __init__(self):
         super().__init__()
+        torch.manual_seed(0)
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.relu = nn.ReLU()
         self.branch = nn.Conv2d(8, 6, 3, padding=1)
