@@ -72,7 +72,9 @@ class _HookMask:
 
     def _follower_hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor):
         if inputs and id(inputs[0]) in self.marked:
-            if self.marked[id(inputs[0])][1] == _version(inputs[0]):
+            # unchanged since it was zeroed, or changed only by this module in place
+            changes = _version(inputs[0]) - self.marked[id(inputs[0])][1]
+            if changes == 0 or (changes == 1 and out is inputs[0]):
                 return self._zero(out)
         return None
 
