@@ -139,7 +139,7 @@ def test_residual_net_matches_naive(layer, channels_last):
     acc = naive["accuracy"].to_numpy().reshape(n, -1) * naive["n"].to_numpy().reshape(n, -1)
     assert (cand[:, images > 0].numpy() == acc.round()).all()
     assert (naive["car"] != 0).any(), "the test data must make some filters matter"
-    if channels_last:
+    if channels_last and layer == "conv1":
         _same_as_naive(model, layer, x, y)
 
 
@@ -224,4 +224,4 @@ def test_torchvision_mobilenet_v2_conv1_matches_naive():
     model, x, y = _torchvision("mobilenet_v2")
     plan = analyze(model, "features.0.0")
     assert plan.fast and plan.consumer == "features.1.conv.0.0" and "grouped" in plan.prune_reason
-    _same_as_naive(model, "features.0.0", x, y, filters=range(0, 32, 2))
+    _same_as_naive(model, "features.0.0", x, y, filters=range(0, 32, 4))
