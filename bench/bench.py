@@ -10,7 +10,9 @@ Workloads (:mod:`bench.workloads`):
   1. car_index of conv1 of alexnet-tiny on Tiny ImageNet val (10 images per class, 2,000);
   2. the same for conv2;
   3. a 20-step greedy_prune of conv1 on the same images;
-  4. car_index of conv1 of torchvision's AlexNet (random weights) on 224x224 inputs.
+  4. car_index of conv1 of torchvision's AlexNet (random weights) on 224x224 inputs;
+  5. car_index of features.0.0 of MobileNetV2 (mobilenet_v2-coral) on 224x224 photos;
+  6. car_index of conv1 of torchvision's ResNet-18 (random weights) on the same photos.
 
 To keep the run affordable the naive side may time a subset of the filters (and of the greedy
 steps) and extrapolate linearly; the column ``naive_note`` says so, and the agreement check
@@ -40,7 +42,9 @@ from carlib.engine import PRECISIONS, fast_bf16, resolve_device  # noqa: E402
 from carlib.errors import CarlibError  # noqa: E402
 
 from bench.estimate import paper_estimate  # noqa: E402
-from bench.inputs import load_alexnet_tiny, load_tiny_val, random_alexnet  # noqa: E402
+from bench.inputs import (load_alexnet_tiny, load_mobilenet_v2, load_photos,  # noqa: E402
+                          load_tiny_val, random_alexnet, random_resnet18)
+from bench.naive import self_labels  # noqa: E402
 from bench.report import (machine_description, machine_tag, plot_scaling, print_tables,  # noqa: E402
                           results_folder, write_csv, write_json)
 from bench.timing import maxrss_mb, measure_peak  # noqa: E402
@@ -78,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes for a smoke run (64 images, 8 filters, 4 naive filters, "
                         "5 greedy steps on 8 images, 16 AlexNet images, 2048 peak matrix)")
-    p.add_argument("--workloads", type=int_list, default=[1, 2, 3, 4],
-                   help="comma-separated subset of 1,2,3,4 (default all; \"\" for none, e.g. "
+    p.add_argument("--workloads", type=int_list, default=[1, 2, 3, 4, 5, 6],
+                   help="comma-separated subset of 1,2,3,4,5,6 (default all; \"\" for none, e.g. "
                         "with --paper-estimate)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR,
                    help="folder holding one folder per machine (default bench/results)")
@@ -107,6 +111,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="greedy steps the naive side runs before extrapolating (default 1)")
     p.add_argument("--alexnet-images", type=int, default=None,
                    help="224x224 images for workload 4 (default 256 on CPU, 1024 on a GPU; quick 16)")
+    p.add_argument("--cnn-images", type=int, default=None,
+                   help="224x224 photos for workloads 5 and 6 (default 256; quick 8)")
+    p.add_argument("--cnn-filters", type=int, default=None,
+                   help="filters (evenly spaced) of workloads 5 and 6, on both sides "
+                        "(default 16; quick 4; 0 = all)")
     p.add_argument("--scaling-images", type=int_list, default=None,
                    help="image counts of the scaling run, all filters (or --filters) "
                         "(default 250,500,1000,2000; quick 16,32,64)")
@@ -139,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "naive_filters": 4 if q else 16,
         "greedy_steps": 5 if q else 20,
         "alexnet_images": 16 if q else (1024 if cuda else 256),
+        "cnn_images": 8 if q else 256,
+        "cnn_filters": 4 if q else 16,
         "scaling_images": [16, 32, 64] if q else [250, 500, 1000, 2000],
         "scaling_filters": [2, 4, 8] if q else [8, 16, 32, 64],
         "peak_size": 2048 if q else (8192 if cuda else 4096),
@@ -148,10 +159,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, k, v)
     if args.greedy_images is None:
         args.greedy_images = 8 if q else args.images
-    bad = [w for w in args.workloads if w not in (1, 2, 3, 4)]
+    bad = [w for w in args.workloads if w not in (1, 2, 3, 4, 5, 6)]
     if bad:
-        p.error(f"unknown workload {bad[0]}; choose from 1,2,3,4")
-    if args.images < 1 or args.greedy_images < 1 or args.alexnet_images < 1:
+        p.error(f"unknown workload {bad[0]}; choose from 1,2,3,4,5,6")
+    if args.images < 1 or args.greedy_images < 1 or args.alexnet_images < 1 or args.cnn_images < 1:
         p.error("image counts must be positive")
     if args.repeat < 1:
         p.error(f"--repeat must be at least 1, got {args.repeat}")
@@ -241,6 +252,22 @@ def main(argv: list[str] | None = None) -> int:
         bench.car_workload(4, "car_index conv1 torchvision-alexnet", tv, "conv1", xa, ya,
                            weights=f"random (seed {args.seed}), self-labeled 224x224 noise")
         del tv, xa, ya
+    if 5 in args.workloads or 6 in args.workloads:
+        xp, yp, photos = load_photos(args.cnn_images, device, args.seed)
+        machine["cnn_inputs"] = photos
+        if 5 in args.workloads:
+            mv2, w, trained = load_mobilenet_v2(device, args.seed)
+            y5 = yp if (trained and yp is not None) else self_labels(mv2, xp)
+            bench.car_workload(5, "car_index features.0.0 mobilenet_v2", mv2, "features.0.0", xp, y5,
+                               weights=f"{w}; {photos}" + ("" if y5 is yp else ", self-labeled"),
+                               n_filters=args.cnn_filters)
+            del mv2
+        if 6 in args.workloads:
+            rn = random_resnet18(device, args.seed)
+            bench.car_workload(6, "car_index conv1 resnet18", rn, "conv1", xp, self_labels(rn, xp),
+                               weights=f"random (seed {args.seed}); {photos}, self-labeled",
+                               n_filters=args.cnn_filters)
+            del rn
 
     files: list[Path] = []
     if bench.rows:

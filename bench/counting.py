@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import carlib
 from carlib.engine import Engine
-from carlib.graph import analyze
+from carlib.graph import analyze, run_nodes
 
 __all__ = ["MacModel", "flop_counter_macs", "engine_macs_match", "consumer_input_bytes",
            "recomputed_share", "work_rates"]
@@ -31,9 +31,11 @@ class MacModel:
 
     Attributes:
         full: the whole network (convolutions and linear layers, from :func:`carlib.count`).
-        prefix: the layers up to and including the pruned convolution.
-        consumer: the next channel-mixing layer (the pruned layer's consumer).
-        suffix: everything after the consumer.
+        prefix: the layers the fast path runs once per image (up to and including the pruned
+            convolution, and any that do not depend on it).
+        consumer: the pruned layer's consumers (the channel-mixing layers it reaches).
+        pair_consumer: what their rules execute per (image, filter) pair.
+        suffix: everything else (what runs per pair).
         last: the layer that produces the logits (the checked-bf16 screen keeps it in fp32).
         filters: the pruned layer's filter count.
         fast: whether the engine's fast path applies.
@@ -57,14 +59,21 @@ class MacModel:
         self.full: int = sum(macs)
         self.filters: int = plan.layer.filters
         self.fast: bool = bool(plan.fast)
-        self.prefix = self.consumer = self.suffix = self.last = 0
-        if plan.consumer is None or plan.layer.path not in names or plan.consumer not in names:
+        self.prefix = self.consumer = self.suffix = self.last = self.pair_consumer = 0
+        if not plan.fast or plan.layer.path not in names:
             return
-        i, j = names.index(plan.layer.path), names.index(plan.consumer)
-        self.prefix = sum(macs[: i + 1])
-        self.consumer = macs[j]
-        self.suffix = sum(macs[j + 1 :])
-        self.last = macs[-1] if len(macs) > j + 1 else 0
+        front = {n.target for n in plan.front if n.op == "call_module"}
+        self.prefix = sum(m for name, m in zip(names, macs) if name in front)
+        for c in plan.consumers:
+            m = macs[names.index(c.target)]
+            mod = model.get_submodule(c.target)
+            self.consumer += m
+            if isinstance(mod, torch.nn.Conv2d) and mod.groups > 1:  # grouped: one group per pair
+                self.pair_consumer += 0 if mod.in_channels == mod.groups else m // mod.groups
+            else:  # linear in its input channels: 1/C per pair
+                self.pair_consumer += m // self.filters
+        self.suffix = self.full - self.prefix - self.consumer
+        self.last = macs[-1] if self.suffix else 0
 
     def naive(self, n_images: int, passes: int) -> int:
         """The naive loop: the full network per image per pass.
@@ -75,13 +84,14 @@ class MacModel:
         return n_images * self.full * passes
 
     def consumer_macs(self, n_images: int, candidates: int) -> int:
-        """The consumer's part of one evaluate call on the fast path: the consumer once per image
-        and each candidate filter's contribution (1/C of the consumer) per image.
+        """The consumers' part of one evaluate call on the fast path: the consumers once per
+        image and, per image and candidate filter, each one's rule (1/C of a consumer linear in
+        its input channels, one group of a grouped convolution, nothing for a depthwise one).
 
         Example:
             >>> m.consumer_macs(32, 4)  # doctest: +SKIP
         """
-        return n_images * (self.consumer + candidates * self.consumer // self.filters)
+        return n_images * (self.consumer + candidates * self.pair_consumer)
 
     def fast_evaluate(self, n_images: int, candidates: int, prefix_cached: bool = False) -> int:
         """Everything the fp32 fast path executes in one evaluate call: the prefix (unless its
@@ -201,7 +211,8 @@ def engine_macs_match(model: torch.nn.Module, layer: str, x: torch.Tensor, y: to
 
 @torch.no_grad()
 def consumer_input_bytes(model: torch.nn.Module, layer: str, x: torch.Tensor) -> int:
-    """Bytes of one image's input to the pruned layer's consumer (what the engine caches).
+    """Bytes of one image's cut values: the consumers' inputs and what the layers after them
+    read from before (what the engine caches).
 
     Args:
         model: the network (the fast path applies).
@@ -215,18 +226,10 @@ def consumer_input_bytes(model: torch.nn.Module, layer: str, x: torch.Tensor) ->
         >>> consumer_input_bytes(carlib.AlexNetTiny(), "conv1", torch.randn(1, 3, 64, 64))  # doctest: +SKIP
     """
     plan = analyze(model, layer)
-    seen: dict[str, int] = {}
-
-    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        """Record the bytes of the consumer's first input image."""
-        seen.setdefault("b", inputs[0][0].numel() * inputs[0].element_size())
-
-    h = model.get_submodule(plan.consumer).register_forward_pre_hook(hook)
-    try:
-        model(x[:1])
-    finally:
-        h.remove()
-    return int(seen["b"])
+    placeholder = next(n for n in plan.gm.graph.nodes if n.op == "placeholder")
+    env = {placeholder: x[:1]}
+    run_nodes(plan.gm, plan.front, env)
+    return int(sum(env[n].numel() * env[n].element_size() for n in plan.cut))
 
 
 def recomputed_share(value: object) -> float:

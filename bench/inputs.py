@@ -21,7 +21,8 @@ from carlib.models import DEFAULT_WEIGHTS
 
 from bench.naive import self_labels
 
-__all__ = ["load_alexnet_tiny", "load_tiny_val", "random_alexnet"]
+__all__ = ["load_alexnet_tiny", "load_tiny_val", "random_alexnet", "load_photos",
+           "load_mobilenet_v2", "random_resnet18"]
 
 
 def load_alexnet_tiny() -> tuple[torch.nn.Module, str]:
@@ -91,3 +92,62 @@ def random_alexnet(n: int, device: torch.device,
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, 224, 224, generator=g).to(device)
     return tv, x, self_labels(tv, x)
+
+
+def load_photos(n: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The first ``n`` images of ``imagenet-sample`` (224x224, normalized), or random 224x224
+    inputs where the sample is not found.
+
+    Args:
+        n: images wanted; device: where they go; seed: seed of the random inputs.
+
+    Returns:
+        ``(images, labels or None for random inputs, description)``.
+
+    Example:
+        >>> x, y, what = load_photos(16, torch.device("cpu"))  # doctest: +SKIP
+    """
+    from carlib.data import as_batches
+
+    try:
+        ds = carlib.load_dataset("imagenet-sample", "val", progress=False)
+    except CarlibError as exc:
+        warnings.warn(f"imagenet-sample not available ({exc}); using random 224x224 inputs",
+                      stacklevel=1)
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(n, 3, 224, 224, generator=g).to(device), None, "random 224x224 noise"
+    x, y = next(as_batches(ds.subset(list(range(min(n, len(ds))))), n))
+    return x.to(device), y.to(device), f"the first {len(y)} imagenet-sample photos (224x224)"
+
+
+def load_mobilenet_v2(device: torch.device, seed: int = 0) -> tuple[torch.nn.Module, str, bool]:
+    """``mobilenet_v2-coral`` (ImageNet weights), or torchvision's MobileNetV2 with random
+    weights (seed ``seed``) and a warning where its weights file is not found.
+
+    Returns:
+        ``(model, description of the weights, whether they are trained)``.
+
+    Example:
+        >>> model, weights, trained = load_mobilenet_v2(torch.device("cpu"))  # doctest: +SKIP
+    """
+    try:
+        return carlib.load_model("mobilenet_v2-coral").eval().to(device), "mobilenet_v2-coral (ImageNet)", True
+    except CarlibError as exc:
+        import torchvision
+
+        warnings.warn(f"cannot load mobilenet_v2-coral ({exc}); benchmarking torchvision's "
+                      "MobileNetV2 with random weights", stacklevel=1)
+        torch.manual_seed(seed)
+        return torchvision.models.mobilenet_v2().eval().to(device), f"random (seed {seed})", False
+
+
+def random_resnet18(device: torch.device, seed: int = 0) -> torch.nn.Module:
+    """torchvision's ResNet-18 with random weights (seed ``seed``).
+
+    Example:
+        >>> model = random_resnet18(torch.device("cpu"))  # doctest: +SKIP
+    """
+    import torchvision
+
+    torch.manual_seed(seed)
+    return torchvision.models.resnet18().eval().to(device)

@@ -3,7 +3,8 @@
 :class:`Bench` runs them and collects one row per workload:
 
 1. and 2. ``car_index`` of one layer (:meth:`Bench.car_workload`), also used for 4. (conv1 of
-   torchvision's AlexNet on 224x224 inputs);
+   torchvision's AlexNet on 224x224 inputs), 5. (``features.0.0`` of MobileNetV2) and 6.
+   (conv1 of ResNet-18);
 3. a ``greedy_prune`` of conv1 (:meth:`Bench.greedy_workload`);
 
 and the scaling run (:meth:`Bench.scaling`). Each workload's warm-up checks the executed-work
@@ -92,7 +93,8 @@ class Bench:
 
     # ------------------------------------------------------------------ workloads
     def car_workload(self, wid: int, name: str, model: torch.nn.Module, layer: str,
-                     x: torch.Tensor, y: torch.Tensor, *, weights: str) -> dict:
+                     x: torch.Tensor, y: torch.Tensor, *, weights: str,
+                     n_filters: int | None = None) -> dict:
         """Time ``car_index`` of ``layer`` against the naive loop and check every CAR value the
         naive side evaluated.
 
@@ -100,6 +102,7 @@ class Bench:
             wid: workload number; name: its description (the last word names the model).
             model: the network; layer: the convolution; x, y: images and labels on the device.
             weights: what the weights are (recorded).
+            n_filters: evaluate this many filters, evenly spaced (default ``--filters``).
 
         Returns:
             The row appended to :attr:`rows`.
@@ -111,7 +114,8 @@ class Bench:
         args, dev = self.args, self.device
         macm = MacModel(model, layer, tuple(x.shape[1:]))
         n, nf = x.shape[0], macm.filters
-        filters = evenly_spaced(nf, args.filters) if args.filters else list(range(nf))
+        k = args.filters if n_filters is None else n_filters
+        filters = evenly_spaced(nf, k) if k else list(range(nf))
         naive_ks = [filters[i] for i in evenly_spaced(len(filters), args.naive_filters)]
         print(f"[{wid}] {name}: {n} images, {len(filters)} filters "
               f"(naive: {len(naive_ks)}) ...", flush=True)

@@ -4,18 +4,32 @@ For a convolution, :func:`analyze` finds
 
 * the *mask point*: the convolution's output after the normalization and activation that
   directly follow it (pruning a filter zeroes its channel there, for every consumer);
-* the *consumer*: the next layer that mixes channels (a ``Conv2d`` with ``groups=1``, or a
-  ``Linear`` after flattening), reached from the mask point only through channel-wise,
-  zero-preserving operations (pooling, dropout, ReLU-like activations, flatten);
-* the *suffix*: everything after the consumer, when it depends on nothing but the
-  consumer's output.
+* the *between* operations: everything reached from the mask point through channel-wise,
+  zero-preserving operations (pooling, dropout, ReLU-like activations, flatten; module
+  :mod:`carlib.nodes`). Each of their outputs, with the filter pruned, is the unpruned output
+  with the filter's channel zeroed;
+* the *consumers*: every ``nn.Conv2d`` (any ``groups``, zero padding; of the subclasses only
+  :class:`~carlib.convs.SamePadConv2d`) or ``Linear`` after flattening that reads the mask
+  point or a between output. A convolution is linear in its input channels, and a grouped one
+  mixes a channel only into the outputs of its group, which is what :mod:`carlib.engine`
+  exploits;
+* the *suffix*: everything else after the mask point, any graph (residual additions,
+  concatenations, depthwise convolutions ...). It may read the consumers' outputs, the
+  between outputs (with the pruned channel zeroed) and anything that does not depend on the
+  pruned layer.
 
-The consumer is linear in its input channels, which is what :mod:`carlib.car` exploits.
+The fast CAR path (``plan.fast``) applies when at least one consumer is found; it falls back
+(``plan.fast_reason``) when the mask point reaches a non-zero-padded convolution or a
+``Conv2d`` subclass carlib does not know ("its consumer X is a ..."), reaches no consumer
+("reaches no convolution or linear layer through channel-wise operations"), or when an
+in-place operation after the mask point overwrites a tensor that something else reads.
+Structural pruning (``plan.prune_reason`` is ``None``) needs more: a single chain from the
+mask point to one ``groups=1`` consumer called once, as in AlexNet or VGG.
+
 The analysis uses ``torch.fx`` (:func:`trace`: every ``nn.Conv2d``, subclasses such as
 :class:`carlib.convs.SamePadConv2d` included, is one ``call_module`` node); a model that
 cannot be traced falls back to the registration order of modules (masking still works;
-structural pruning and the fast path do not). Of the ``nn.Conv2d`` subclasses, carlib
-rewrites (prunes, or uses as a fast-path consumer) only :class:`~carlib.convs.SamePadConv2d`.
+structural pruning and the fast path do not).
 """
 
 from __future__ import annotations
@@ -23,29 +37,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 import torch.fx as fx
-import torch.nn.functional as F
 from torch import nn
 
 from .convs import is_rewritable_conv
 from .errors import CarlibError
 from .layers import ConvLayer, resolve_layer
+from .nodes import (NORM_MODULES, OTHER_ACT_MODULES, ZERO_ACT_MODULES, is_act, is_channelwise,
+                    is_flatten, is_inplace, is_zero_act)
 
 __all__ = ["LayerPlan", "analyze", "run_nodes", "trace"]
-
-# activations with f(0) == 0: zeroing before them equals zeroing after them
-ZERO_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.ELU,
-                    nn.Tanh, nn.Hardtanh, nn.Mish, nn.CELU, nn.SELU, nn.Softsign)
-OTHER_ACT_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid)
-ZERO_ACT_FUNCS: set[Any] = {F.relu, torch.relu, torch.relu_, F.relu_, F.relu6, F.gelu, F.silu,
-                            F.hardswish, F.leaky_relu, F.elu, torch.tanh, F.hardtanh, F.mish}
-ZERO_ACT_METHODS = {"relu", "relu_", "tanh", "tanh_"}
-CHANNELWISE_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                       nn.Dropout, nn.Dropout2d, nn.Identity) + ZERO_ACT_MODULES
-CHANNELWISE_FUNCS: set[Any] = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
-                               F.adaptive_max_pool2d, F.dropout} | ZERO_ACT_FUNCS
-NORM_MODULES = (nn.BatchNorm2d,)
 
 
 @dataclass
@@ -58,12 +59,20 @@ class LayerPlan:
         norm: module path of the BatchNorm that follows it, if any.
         mask_module: module path whose forward output is masked to prune filters.
         gm: the traced graph (``None`` if the model could not be traced).
-        mask_node, consumer_node: graph nodes (fast path only).
-        between: channel-wise nodes from the mask point to the consumer.
-        consumer: module path of the consumer (``Conv2d`` or ``Linear``), if found.
-        flatten: the consumer is a ``Linear`` fed by a flattened feature map.
-        suffix: nodes after the consumer, in order, ending with the output.
+        prefix: the nodes up to the mask point, in order.
+        mask_node: the mask point's node.
+        between: channel-wise nodes after the mask point (see the module docstring).
+        consumers: the consumer nodes, in order (fast path only); ``consumer_node`` and
+            ``consumer`` (its module path) name the first one.
+        flatten: the first consumer is a ``Linear`` fed by a flattened feature map.
+        front: the nodes the fast path runs once per image: the prefix, the between nodes and
+            every node that does not depend on the pruned layer, in order.
+        cut: the nodes of ``front`` whose values the consumers and the suffix read.
+        zeroed: the mask point and the between nodes, each mapped to whether it is flattened
+            (their values carry the pruned channels).
+        suffix: the remaining nodes, in order, ending with the output.
         fast_reason: why the fast path is unavailable (``None`` when it is available).
+        prune_reason: why structural pruning is unavailable (``None`` when it is available).
     """
 
     model: nn.Module = field(repr=False)
@@ -74,9 +83,13 @@ class LayerPlan:
     prefix: list[fx.Node] = field(default_factory=list)
     mask_node: fx.Node | None = None
     between: list[fx.Node] = field(default_factory=list)
+    consumers: list[fx.Node] = field(default_factory=list)
     consumer_node: fx.Node | None = None
     consumer: str | None = None
     flatten: bool = False
+    front: list[fx.Node] = field(default_factory=list)
+    cut: list[fx.Node] = field(default_factory=list)
+    zeroed: dict[fx.Node, bool] = field(default_factory=dict)
     suffix: list[fx.Node] = field(default_factory=list)
     fast_reason: str | None = "not analyzed"
     prune_reason: str | None = "not analyzed"
@@ -84,46 +97,6 @@ class LayerPlan:
     @property
     def fast(self) -> bool:
         return self.fast_reason is None
-
-
-def _matches(node: fx.Node, mods: dict[str, nn.Module], modules: tuple, funcs: set,
-             methods: set) -> bool:
-    """Whether a node calls one of ``modules``, ``funcs`` or tensor ``methods``."""
-    if node.op == "call_module":
-        return isinstance(mods[node.target], modules)
-    if node.op == "call_function":
-        return node.target in funcs
-    if node.op == "call_method":
-        return node.target in methods
-    return False
-
-
-def _is_zero_act(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
-    return _matches(node, mods, ZERO_ACT_MODULES, ZERO_ACT_FUNCS, ZERO_ACT_METHODS)
-
-
-def _is_act(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
-    if _is_zero_act(node, mods):
-        return True
-    return node.op == "call_module" and isinstance(mods[node.target], OTHER_ACT_MODULES)
-
-
-def _is_channelwise(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
-    return _matches(node, mods, CHANNELWISE_MODULES, CHANNELWISE_FUNCS, ZERO_ACT_METHODS)
-
-
-def _is_flatten(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module" and isinstance(mods[node.target], nn.Flatten):
-        m = mods[node.target]
-        return m.start_dim == 1 and m.end_dim == -1
-    if node.op == "call_function" and node.target is torch.flatten:
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
-        return start == 1 and end == -1
-    if node.op == "call_method" and node.target == "flatten":
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        return start == 1
-    return False
 
 
 class _ConvLeafTracer(fx.Tracer):
@@ -236,12 +209,12 @@ def analyze(model: nn.Module, layer: "str | LayerPlan") -> LayerPlan:
         if calls[norm] == 1:
             mask_module = norm
         users = list(node.users)
-    if len(users) == 1 and _is_act(users[0], mods):
+    if len(users) == 1 and is_act(users[0], mods):
         act = users[0]
         if act.op == "call_module" and calls[act.target] == 1:
             mask_module = act.target
             mask_node = act
-        elif _is_zero_act(act, mods):
+        elif is_zero_act(act, mods):
             mask_node = act  # masking before a zero-preserving activation is the same
         else:
             raise CarlibError(
@@ -254,59 +227,101 @@ def analyze(model: nn.Module, layer: "str | LayerPlan") -> LayerPlan:
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     plan.prefix = [n for n in gm.graph.nodes if order[n] <= order[mask_node]]
 
-    # from the mask point to the consumer, through channel-wise ops and flatten
-    cur = mask_node
-    between: list[fx.Node] = []
-    flat = False
+    plan.prune_reason = _prune_reason(plan, mods, calls)
+    plan.fast_reason = _fast_plan(plan, mods, order)
+    return plan
+
+
+def _prune_reason(plan: LayerPlan, mods: dict[str, nn.Module], calls: dict[str, int]) -> str | None:
+    """Why carlib cannot rewrite the layer (``None``: it can): its mask point must reach one
+    ``groups=1`` convolution (or a ``Linear`` after flattening), called once, through
+    channel-wise operations used by nothing else."""
+    path = plan.layer.path
+    cur, flat = plan.mask_node, False
     while True:
         users = list(cur.users)
         if len(users) != 1:
-            reason = f"the output of {info.path} is used by {len(users)} operations (e.g. a skip connection)"
-            plan.fast_reason = plan.prune_reason = reason
-            return plan
+            return f"the output of {path} is used by {len(users)} operations (e.g. a skip connection)"
         nxt = users[0]
         if nxt.op == "call_module" and isinstance(mods[nxt.target], nn.Conv2d) and not flat:
             conv = mods[nxt.target]
             if not is_rewritable_conv(conv):
-                reason = (f"its consumer {nxt.target} is a {type(conv).__name__}, a Conv2d subclass "
-                          "carlib cannot rewrite")
-                plan.fast_reason = plan.prune_reason = reason
-                return plan
+                return (f"its consumer {nxt.target} is a {type(conv).__name__}, a Conv2d subclass "
+                        "carlib cannot rewrite")
             if conv.groups != 1 or conv.padding_mode != "zeros":
-                reason = f"its consumer {nxt.target} is a grouped or non-zero-padded convolution"
-                plan.fast_reason = plan.prune_reason = reason
-                return plan
+                return f"its consumer {nxt.target} is a grouped or non-zero-padded convolution"
             break
         if nxt.op == "call_module" and isinstance(mods[nxt.target], nn.Linear) and flat:
             break
-        if _is_flatten(nxt, mods) and not flat:
+        if is_flatten(nxt, mods) and not flat:
             flat = True
-        elif not _is_channelwise(nxt, mods):
+        elif not is_channelwise(nxt, mods):
             what = nxt.target if nxt.op == "call_module" else getattr(nxt.target, "__name__", str(nxt.target))
-            reason = f"the output of {info.path} reaches {what}, which carlib cannot rewrite"
-            plan.fast_reason = plan.prune_reason = reason
-            return plan
-        between.append(nxt)
+            return f"the output of {path} reaches {what}, which carlib cannot rewrite"
         cur = nxt
-    plan.between, plan.consumer_node, plan.consumer, plan.flatten = between, nxt, nxt.target, flat
     if calls[nxt.target] != 1:
-        plan.fast_reason = plan.prune_reason = f"its consumer {nxt.target} is called more than once"
-        return plan
-    plan.prune_reason = None
-    if not is_rewritable_conv(info.module):
-        plan.prune_reason = (f"{info.path} is a {type(info.module).__name__}, a Conv2d subclass "
-                             "carlib cannot rebuild")
-    # the suffix must depend on nothing before the consumer but parameters
-    after = [n for n in gm.graph.nodes if order[n] > order[nxt]]
-    allowed = set(after) | {nxt}
-    for n in after:
-        for inp in n.all_input_nodes:
-            if inp not in allowed and inp.op != "get_attr":
-                plan.fast_reason = f"layers after {nxt.target} also read {inp.name} (a skip connection)"
-                return plan
-    plan.suffix = after
-    plan.fast_reason = None
-    return plan
+        return f"its consumer {nxt.target} is called more than once"
+    if not is_rewritable_conv(plan.layer.module):
+        return f"{path} is a {type(plan.layer.module).__name__}, a Conv2d subclass carlib cannot rebuild"
+    return None
+
+
+def _fast_plan(plan: LayerPlan, mods: dict[str, nn.Module], order: dict[fx.Node, int]) -> str | None:
+    """Fill the fast-path fields of ``plan``; return why the fast path does not apply (or None)."""
+    path, mask = plan.layer.path, plan.mask_node
+    zeroed: dict[fx.Node, bool] = {mask: False}  # node -> flattened
+    between: list[fx.Node] = []
+    consumers: list[fx.Node] = []
+    queue = [mask]
+    while queue:
+        cur = queue.pop(0)
+        for u in cur.users:
+            if u in zeroed or u in consumers:
+                continue
+            mod = mods[u.target] if u.op == "call_module" else None
+            if isinstance(mod, nn.Conv2d) and not zeroed[cur]:
+                if not is_rewritable_conv(mod):
+                    return (f"its consumer {u.target} is a {type(mod).__name__}, a Conv2d subclass "
+                            "carlib cannot rewrite")
+                if mod.padding_mode != "zeros":
+                    return f"its consumer {u.target} is a non-zero-padded convolution"
+                consumers.append(u)
+            elif isinstance(mod, nn.Linear) and zeroed[cur]:
+                consumers.append(u)
+            elif len(u.all_input_nodes) == 1 and (
+                    is_channelwise(u, mods) or (is_flatten(u, mods) and not zeroed[cur])):
+                zeroed[u] = zeroed[cur] or is_flatten(u, mods)
+                between.append(u)
+                queue.append(u)
+            # any other reader (an addition, a concatenation ...) runs after the consumers
+    if not consumers:
+        return (f"the output of {path} reaches no convolution or linear layer through channel-wise "
+                "operations")
+    nodes = list(plan.gm.graph.nodes)
+    affected = {mask}
+    for n in nodes[order[mask] + 1 :]:
+        if any(i in affected for i in n.all_input_nodes):
+            affected.add(n)
+    front = [n for n in nodes if n.op != "output"
+             and (order[n] <= order[mask] or n in zeroed or n not in affected)]
+    front_set, cons = set(front), set(consumers)
+    for n in front[len(plan.prefix):]:  # in-place operations run out of their order
+        if is_inplace(n, mods) and any(len(i.users) > 1 for i in n.all_input_nodes):
+            return f"{n.name} overwrites a tensor that other operations also read"
+    suffix = [n for n in nodes if n not in front_set and n not in cons]
+    reads = {i for n in suffix for i in n.all_input_nodes if i in front_set}
+    suffix = sorted(suffix + [i for i in reads if i.op == "get_attr"], key=order.__getitem__)
+    cut = reads | {c.all_input_nodes[0] for c in consumers}
+    plan.between = sorted(between, key=order.__getitem__)
+    plan.consumers = sorted(consumers, key=order.__getitem__)
+    plan.consumer_node = plan.consumers[0]
+    plan.consumer = plan.consumer_node.target
+    plan.flatten = zeroed[plan.consumer_node.all_input_nodes[0]]
+    plan.front = front
+    plan.cut = sorted((n for n in cut if n.op != "get_attr"), key=order.__getitem__)
+    plan.zeroed = zeroed
+    plan.suffix = suffix
+    return None
 
 
 def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
@@ -316,24 +331,42 @@ def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
     return obj
 
 
-def run_nodes(gm: fx.GraphModule, nodes: list[fx.Node], env: dict[fx.Node, Any]) -> Any:
+def run_nodes(gm: fx.GraphModule, nodes: list[fx.Node], env: dict[fx.Node, Any],
+              keep: "set[fx.Node] | None" = None) -> Any:
     """Execute ``nodes`` of ``gm`` in order, reading inputs from and writing results to ``env``.
 
     Args:
         gm: the traced module.
         nodes: nodes in topological order; an ``output`` node ends the run.
         env: values of nodes already computed (e.g. the placeholder or a cut point).
+        keep: when given, a value is dropped from ``env`` after its last use by ``nodes``
+            unless its node is in ``keep`` (the memory of a forward pass, not of every
+            intermediate); ``None`` keeps everything.
 
     Returns:
         The value of the last node executed (the model output for an ``output`` node).
+
+    Example:
+        >>> gm = trace(nn.Sequential(nn.ReLU(), nn.Identity()))
+        >>> nodes = list(gm.graph.nodes)
+        >>> env = {nodes[0]: torch.tensor([-1.0, 2.0])}
+        >>> run_nodes(gm, nodes, env, keep=set())
+        tensor([0., 2.])
+        >>> len(env)
+        0
     """
     mods = dict(gm.named_modules())
     last: Any = None
+    last_use: dict[fx.Node, int] = {}
+    if keep is not None:
+        for i, n in enumerate(nodes):
+            for inp in n.all_input_nodes:
+                last_use[inp] = i
 
     def load(a: Any) -> Any:
         return fx.node.map_arg(a, lambda n: env[n])
 
-    for n in nodes:
+    for i, n in enumerate(nodes):
         if n.op == "placeholder":
             last = env[n]
             continue
@@ -347,6 +380,15 @@ def run_nodes(gm: fx.GraphModule, nodes: list[fx.Node], env: dict[fx.Node, Any])
             args = load(n.args)
             last = getattr(args[0], n.target)(*args[1:], **load(n.kwargs))
         elif n.op == "output":
-            return load(n.args[0])
+            out = load(n.args[0])
+            if keep is not None:
+                for inp in n.all_input_nodes:
+                    if inp not in keep:
+                        env.pop(inp, None)
+            return out
         env[n] = last
+        if keep is not None:
+            for inp in n.all_input_nodes:
+                if last_use[inp] == i and inp not in keep:
+                    env.pop(inp, None)
     return last

@@ -33,6 +33,14 @@ _FOLLOWERS = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU,
               nn.Hardsigmoid, nn.Softplus, nn.LogSigmoid, nn.PReLU)
 
 
+def _version(t: torch.Tensor) -> int:
+    """The tensor's in-place version counter (-1 for inference tensors, which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 class _HookMask:
     """Zero channels ``pruned`` at the convolution and at the BatchNorm / activation modules
     that consume its (zeroed) output directly."""
@@ -42,9 +50,11 @@ class _HookMask:
         if pruned:
             self.keep = torch.ones(conv.out_channels)
             self.keep[pruned] = 0
-        # the zeroed outputs of the current forward pass, kept alive so that their ids stay
-        # theirs (a freed tensor's id may be reused by an unrelated one)
-        self.marked: dict[int, torch.Tensor] = {}
+        # the zeroed outputs of the current forward pass and their version counters, kept
+        # alive so that their ids stay theirs (a freed tensor's id may be reused by an
+        # unrelated one); a tensor changed in place since (``out += identity`` in a residual
+        # block) is no longer a zeroed output
+        self.marked: dict[int, tuple[torch.Tensor, int]] = {}
         self.handles = [conv.register_forward_hook(self._conv_hook)]
         for m in model.modules():
             if isinstance(m, _FOLLOWERS) and m is not conv:
@@ -53,7 +63,7 @@ class _HookMask:
     def _zero(self, out: torch.Tensor) -> torch.Tensor:
         if self.keep is not None:
             out = out * self.keep.to(out.device, out.dtype).view(1, -1, *([1] * (out.dim() - 2)))
-        self.marked[id(out)] = out
+        self.marked[id(out)] = (out, _version(out))
         return out
 
     def _conv_hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
@@ -62,7 +72,10 @@ class _HookMask:
 
     def _follower_hook(self, module: nn.Module, inputs: tuple, out: torch.Tensor):
         if inputs and id(inputs[0]) in self.marked:
-            return self._zero(out)
+            # unchanged since it was zeroed, or changed only by this module in place
+            changes = _version(inputs[0]) - self.marked[id(inputs[0])][1]
+            if changes == 0 or (changes == 1 and out is inputs[0]):
+                return self._zero(out)
         return None
 
     def remove(self) -> None:

@@ -173,3 +173,20 @@ def test_bench_modules_are_small_and_documented(path):
                         if isinstance(n, (ast.FunctionDef, ast.ClassDef))
                         and not n.name.startswith("_") and not ast.get_docstring(n)]
         assert not undocumented, undocumented
+
+
+@pytest.mark.parametrize("name, layer", [("resnet18", "conv1"), ("resnet18", "conv6"),
+                                         ("mobilenet_v2", "features.0.0")])
+def test_mac_model_equals_the_flop_counter_beyond_chains(name, layer):
+    """Residual graphs, several cut values, a depthwise consumer (no MAC per pair)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(num_classes=10).eval()
+    x = torch.randn(6, 3, 32, 32)
+    y = torch.randint(0, 10, (6,))
+    macm = MacModel(model, layer, (3, 32, 32))
+    assert macm.fast and macm.prefix + macm.consumer + macm.suffix == macm.full
+    assert (macm.pair_consumer == 0) == (name == "mobilenet_v2")
+    assert engine_macs_match(model, layer, x, y, macm, device=torch.device("cpu"),
+                             precision="fp32", n_images=6, candidates=3) is True

@@ -74,7 +74,10 @@ def test_filter_subset_and_errors(bn_net):
         car_index(model, "conv1", (x, y[:-1]), progress=False)
 
 
-def test_skip_connection_model_uses_masked_path():
+@pytest.mark.parametrize("layer, method", [("conv2", "fast"), ("conv3", "masked")])
+def test_skip_connection_model_matches_naive(layer, method):
+    """conv2 of ResNet-18 feeds a convolution (fast path; the block's addition reads the block
+    input); conv3's BatchNorm feeds the addition directly (no consumer: masked path)."""
     from torchvision.models import resnet18
 
     torch.manual_seed(0)
@@ -82,9 +85,9 @@ def test_skip_connection_model_uses_masked_path():
     x = torch.randn(12, 3, 32, 32)
     with torch.no_grad():
         y = model(x).argmax(1)
-    fast = car_index(model, "conv2", (x, y), progress=False, filters=range(8))
-    assert fast.attrs["method"] == "masked"
-    _same(fast, car_index_naive(model, "conv2", (x, y), filters=range(8)))
+    fast = car_index(model, layer, (x, y), progress=False, filters=range(8))
+    assert fast.attrs["method"] == method
+    _same(fast, car_index_naive(model, layer, (x, y), filters=range(8)))
 
 
 @requires_tiny

@@ -84,7 +84,8 @@ def test_structure_keeps_torchvision_paths_and_state_dict():
     assert layers["path"].tolist()[:2] == ["features.0.0", "features.1.conv.0.0"]
     assert layers["alias"].tolist()[0] == "conv1" and len(layers) == 52
     plan = analyze(m, "conv1")
-    assert plan.mask_module == "features.0.2" and not plan.fast  # depthwise consumer
+    assert plan.mask_module == "features.0.2" and plan.fast  # a depthwise consumer
+    assert "grouped" in plan.prune_reason
     conv1 = next(n for n in plan.gm.graph.nodes if n.op == "call_module")
     assert conv1.target == "features.0.0"
     rescale = conv1.args[0]  # the input rescale runs before conv1, in the traced graph too
@@ -184,7 +185,7 @@ def test_car_index_matches_naive(coral, subset):
     filters = [2, 24]  # on these images: filter 24 costs 3 of the 3 correct, filter 2 none
     ours = car_index(coral, "conv1", (x, y), filters=filters, per_class=True, progress=False,
                      batch_size=4)
-    assert ours.attrs["method"] == "masked"  # the skip connections of MobileNetV2
+    assert ours.attrs["method"] == "fast"  # its depthwise consumer, then any graph
     naive = car_index_naive(coral, "conv1", (x, y), filters=filters, per_class=True, batch_size=4)
     assert ours.attrs["base_accuracy"] == naive.attrs["base_accuracy"] == 0.75
     np.testing.assert_array_equal(ours.to_numpy(), naive.to_numpy())

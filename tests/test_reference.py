@@ -75,3 +75,53 @@ def test_tables_and_greedy_shape():
     assert overall.attrs["n_images"] == 28
     steps = greedy_prune_naive(model, "conv2", (x, y), n_remove=3)
     assert list(steps["step"]) == [1, 2, 3] and steps["filter"].is_unique
+
+
+def test_a_zeroed_output_changed_in_place_is_no_longer_zeroed():
+    """ResNet's ``out += identity`` adds to the BatchNorm output the mask zeroed: the ReLU after
+    the addition must not zero the channel again (an in-place activation right after the
+    BatchNorm still does)."""
+    from torch import nn
+
+    from carlib.reference import accuracy_counts_naive
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.act = nn.Hardsigmoid(inplace=True)  # f(0) != 0, in place
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+            self.bn2 = nn.BatchNorm2d(4)
+            self.relu = nn.ReLU(inplace=True)
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            a = self.act(self.bn(self.conv(x)))
+            out = self.bn2(self.conv2(a))
+            out += a
+            return self.fc(self.relu(out).mean((2, 3)))
+
+    model = Net().eval()
+    with torch.no_grad():  # the logits are the pooled channels: a channel's change shows
+        model.fc.weight.copy_(torch.eye(4))
+        model.fc.bias.zero_()
+    x = torch.randn(32, 3, 8, 8)
+
+    def masked_labels(module, k):
+        """The predictions with channel k zeroed at ``module``'s output, by a plain hook."""
+        def hook(m, i, o):
+            o = o.clone()
+            o[:, k] = 0
+            return o
+        h = module.register_forward_hook(hook)
+        with torch.no_grad():
+            labels = model(x).argmax(1)
+        h.remove()
+        return labels
+
+    for k in range(4):  # conv: masked after the in-place activation; conv2: after bn2 only
+        for layer, module in (("conv", model.act), ("conv2", model.bn2)):
+            y = masked_labels(module, k)
+            assert int(accuracy_counts_naive(model, layer, (x, y), [k])[0].sum()) == len(y)

@@ -1,9 +1,10 @@
 """The CAR engine: exact counts of correct images for many pruned networks at once.
 
-:class:`Engine` (:mod:`carlib.engine.core`) picks the fast path (:mod:`~carlib.engine.fast`)
-or the masked path (:mod:`~carlib.engine.masked`); :mod:`~carlib.engine.screen` is the
-checked-bf16 screen, :mod:`~carlib.engine.correct` the top-k rule, and
-:mod:`~carlib.engine.device` the device policy.
+:class:`Engine` (:mod:`carlib.engine.core`) picks the fast path (:mod:`~carlib.engine.fast`,
+with its per-consumer rules in :mod:`~carlib.engine.consumers`) or the masked path
+(:mod:`~carlib.engine.masked`); :mod:`~carlib.engine.screen` is the checked-bf16 screen,
+:mod:`~carlib.engine.correct` the top-k rule, and :mod:`~carlib.engine.device` the device
+policy.
 """
 
 from .core import METHODS, PRECISIONS, Engine

@@ -7,9 +7,10 @@ are thin loops around it.
 
 Two paths, the same numbers (the tests hold both to the naive reference):
 
-* **fast** (:mod:`carlib.engine.fast`): sequential chains such as AlexNet and VGG; the pruned
-  layer's consumer is linear in its input channels, so only the layers after it run once
-  per (image, filter) pair.
+* **fast** (:mod:`carlib.engine.fast`): any traceable model whose pruned layer reaches a
+  consumer (:mod:`carlib.graph`): AlexNet, VGG, ResNet, MobileNetV2; the consumers' outputs
+  with a filter pruned come from rules (:mod:`carlib.engine.consumers`), so only the layers
+  after them run once per (image, filter) pair.
 * **masked** (:mod:`carlib.engine.masked`): any other model; the whole network runs with a
   per-row channel mask, several filters folded into the batch.
 

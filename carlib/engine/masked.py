@@ -1,6 +1,6 @@
 """The masked path: the whole network per pruned set, several sets folded into one batch.
 
-For any model the fast path does not cover (e.g. skip connections after the pruned layer):
+For any model the fast path does not cover (e.g. a pruned map that reaches no consumer):
 each image is repeated once per candidate filter and the layer's output is multiplied by a
 per-row channel mask (:class:`carlib.masking.FilterMask`).
 """

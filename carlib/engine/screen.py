@@ -1,6 +1,6 @@
 """The checked-bf16 screen: bf16 where it cannot change a count, fp32 everywhere else.
 
-The layers after the pruned layer's consumer run in bf16 (the module that produces the
+The layers after the pruned layer's consumers run in bf16 (the module that produces the
 logits in fp32), and every (image, filter) pair whose decision bf16 cannot settle is
 recomputed in fp32. What CAR counts is whether a pair is correct (its label among the
 ``topk`` largest logits), so a pair is accepted from bf16 only when its label's logit is more
@@ -19,12 +19,15 @@ import copy
 from typing import Callable
 
 import torch
+import torch.fx as fx
 from torch import nn
 
 from ..graph import LayerPlan, run_nodes
 from .correct import decision_margin, tally
 
 __all__ = ["CheckedBf16", "Fp32Input"]
+
+Env = dict[fx.Node, torch.Tensor]
 
 
 class Fp32Input(nn.Module):
@@ -58,7 +61,7 @@ class CheckedBf16:
 
     Args:
         plan: the layer's plan (fast path).
-        exact: the fp32 suffix, consumer output -> logits.
+        exact: the fp32 suffix: what it reads (consumer outputs, cut values) -> logits.
         memory_format: the memory format of the fast path for a tensor like the argument.
         topk: the accuracy rule.
         safety: the safety factor ``s``.
@@ -67,7 +70,7 @@ class CheckedBf16:
         >>> screen = CheckedBf16(plan, fast.suffix, fast.memory_format, 1, 4.0)  # doctest: +SKIP
     """
 
-    def __init__(self, plan: LayerPlan, exact: Callable[[torch.Tensor], torch.Tensor],
+    def __init__(self, plan: LayerPlan, exact: Callable[[Env], torch.Tensor],
                  memory_format: Callable[[torch.Tensor], torch.memory_format], topk: int,
                  safety: float):
         self.plan = plan
@@ -76,38 +79,38 @@ class CheckedBf16:
         self.topk = topk
         self.safety = float(safety)
         self.low_gm = _bf16_suffix(plan)
-        # rows left undecided: (fp32 input, bf16 logits, labels, slots, err when screened)
-        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
+        # rows left undecided: (fp32 inputs, bf16 logits, labels, slots, err when screened)
+        self.pending: list[tuple[Env, torch.Tensor, torch.Tensor, torch.Tensor, float]] = []
         #: ``pairs`` evaluated through the screen, ``recomputed`` in fp32, ``err`` (largest
         #: bf16-vs-fp32 logit difference seen), ``worst_ratio`` (largest difference on a
         #: recomputed row over the ``err`` in force when it was screened: the safety margin
         #: holds while this stays below ``safety``).
         self.stats = {"pairs": 0, "recomputed": 0, "err": 0.0, "worst_ratio": 0.0}
 
-    def low(self, z: torch.Tensor) -> torch.Tensor:
-        """The logits from the bf16 suffix, as fp32."""
-        x = z.to(torch.bfloat16, memory_format=self.memory_format(z))
-        return run_nodes(self.low_gm, self.plan.suffix, {self.plan.consumer_node: x}).float()
+    def low(self, env: Env) -> torch.Tensor:
+        """The logits from the bf16 suffix, as fp32 (``env``: what the suffix reads)."""
+        low = {k: v.to(torch.bfloat16, memory_format=self.memory_format(v)) for k, v in env.items()}
+        return run_nodes(self.low_gm, self.plan.suffix, low, keep=set()).float()
 
-    def calibrate(self, z: torch.Tensor, exact: torch.Tensor) -> bool:
+    def calibrate(self, env: Env, exact: torch.Tensor) -> bool:
         """Update ``err`` from rows computed both ways (the unpruned network's batch).
 
         Returns:
             False when the suffix cannot run in bf16 (the caller then stays in fp32).
         """
         try:
-            low = self.low(z)
+            low = self.low(env)
         except (RuntimeError, TypeError):
             return False
         self.stats["err"] = max(self.stats["err"], float((low - exact).abs().max()))
         return True
 
-    def add(self, table: torch.Tensor, zk: torch.Tensor, labels: torch.Tensor,
+    def add(self, table: torch.Tensor, env: Env, labels: torch.Tensor,
             slots: torch.Tensor) -> None:
         """Add the rows bf16 settles to ``table[slot, label]``; keep the others for :meth:`flush`,
         which recomputes them in batches as large as a pass (a few rows at a time cost about
         30 % more per row on a 2-core CPU)."""
-        low = self.low(zk)
+        low = self.low(env)
         st = self.stats
         if low.shape[1] > self.topk:
             # "not above" rather than "at most": a NaN margin is recomputed too
@@ -118,8 +121,9 @@ class CheckedBf16:
         table += tally(low[sure], labels[sure], slots[sure], table.shape, self.topk)
         idx = (~sure).nonzero().squeeze(1)
         if idx.numel():
-            self.pending.append((zk[idx], low[idx], labels[idx], slots[idx], st["err"]))
-            if sum(len(r[0]) for r in self.pending) >= zk.shape[0]:
+            self.pending.append(({k: v[idx] for k, v in env.items()}, low[idx], labels[idx],
+                                 slots[idx], st["err"]))
+            if sum(len(r[1]) for r in self.pending) >= low.shape[0]:
                 self.flush(table)
 
     def flush(self, table: torch.Tensor) -> None:
@@ -128,7 +132,7 @@ class CheckedBf16:
         if not self.pending:
             return
         chunks, self.pending = self.pending, []
-        exact = self.exact(torch.cat([c[0] for c in chunks]))
+        exact = self.exact({k: torch.cat([c[0][k] for c in chunks]) for k in chunks[0][0]})
         st = self.stats
         start = 0
         for _, low, _, _, err in chunks:
