@@ -46,3 +46,11 @@ def test_layer_roles():
     between = [mod for name, mod in m.named_modules() if isinstance(mod, torch.nn.Conv2d)][1]
     assert between.groups == between.in_channels == 32  # the depthwise conv filters channels alone
     assert net.greedy_steps == {"conv1": c1.out_channels // 2, "conv2": c2.out_channels // 2}
+
+
+def test_cache_key_leaves_out_what_does_not_change_results():
+    p = get_profile("default")
+    assert "shard_images" not in p.cache_key() and "layers" not in p.cache_key()
+    assert p.with_(shard_images=50).cache_key() == p.cache_key()
+    assert p.with_(layers={"conv2": "features.6"}).cache_key() != p.cache_key()
+    assert p.with_(per_class=3).cache_key() != p.cache_key()

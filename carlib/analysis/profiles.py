@@ -76,6 +76,15 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def cache_key(self) -> dict:
+        """The fields that determine the results: all but ``shard_images`` (shards sum to the
+        same tables), and ``layers`` only when set (unset, the roles are the aliases)."""
+        key = self.to_dict()
+        key.pop("shard_images")
+        if key["layers"] is None:
+            key.pop("layers")
+        return key
+
     def with_(self, **changes: object) -> "Profile":
         """A copy with some fields changed (the notebooks' parameters)."""
         return replace(self, **changes)

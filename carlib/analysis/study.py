@@ -77,7 +77,7 @@ class Study:
             self.greedy_data = self.greedy_data.subset(
                 np.flatnonzero(np.asarray(self.greedy_data.labels) < prof.max_classes))
         self._plans: dict[str, LayerPlan] = {}
-        self.cache = ResultCache(self.dir, {"profile": prof.to_dict(),
+        self.cache = ResultCache(self.dir, {"profile": prof.cache_key(),
                                             "model": model_fingerprint(self.model),
                                             "data": data_fingerprint(self.data)}, force=force)
 

@@ -87,8 +87,9 @@ def check_images(model: nn.Module, data: DataLike) -> None:
 
 @torch.no_grad()
 def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> None:
-    """Run the model (in eval mode, by the caller) on one image of ``data``: its size must
-    suit the model, which must return one row of logits per image.
+    """Run the model (in eval mode, by the caller) on an empty batch shaped like ``data``'s
+    images (every shape check, no arithmetic): their size must suit the model, which must
+    return a batch of logits.
 
     Args:
         model: the network, on ``device``.
@@ -103,7 +104,7 @@ def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> 
         ...                  (torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.long)),
         ...                  torch.device("cpu"))
     """
-    x = _first_image(data)
+    x = _first_image(data)[:0]
     shape = tuple(x.shape[1:])
     try:
         out = model(x.to(device))
@@ -111,7 +112,7 @@ def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> 
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         raise CarlibError(f"the model cannot classify images of shape {shape} ({first}); "
                           "pass images of the size the model was built for") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 0:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise CarlibError(f"the model returns {got} for one image of shape {shape}, not "
-                          "(1, classes) logits; pass a classification model")
+        raise CarlibError(f"the model returns {got} for images of shape {shape}, not "
+                          "(images, classes) logits; pass a classification model")
