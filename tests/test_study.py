@@ -82,8 +82,9 @@ def test_no_heldout_images_when_greedy_sees_all(tmp_path, monkeypatch):
 def test_sharded_car_equals_one_pass_and_resumes(tmp_path, monkeypatch):
     """A profile with ``shard_images`` counts in cached shards; the sums give the one-pass
     table exactly, and a lost shard is recomputed alone."""
-    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / "one-pass")
     one = E.Study("smoke", progress=False).car_per_class("conv2")
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
     sharded = E.Study("smoke", progress=False, shard_images=15)
     got = sharded.car_per_class("conv2")
     pd.testing.assert_frame_equal(got, one)
