@@ -105,16 +105,20 @@ def test_precision_choices_are_the_engines():
         assert tuple(action.choices) == PRECISIONS
 
 
+def _exit_code(argv: list[str], tmp, weights) -> int:
+    """``main``'s exit code for ``argv`` with ``{tmp}`` and ``{w}`` filled in (argparse's too)."""
+    try:
+        return main([a.format(tmp=tmp, w=weights) for a in argv])
+    except SystemExit as exc:  # argparse errors
+        return exc.code
+
+
 @pytest.mark.parametrize("argv,needle", BAD)
 def test_bad_input_is_one_line_and_exit_2(capsys, env, argv, needle):
     tmp, weights = env
     (tmp / "garbage.pt").write_bytes(b"junk")
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp / "other.pt")
-    argv = [a.format(tmp=tmp, w=weights) for a in argv]
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
+    code = _exit_code(argv, tmp, weights)
     out, err = capsys.readouterr()
     assert code == 2
     assert needle in err
@@ -178,11 +182,7 @@ def test_bad_outputs_and_devices_are_refused_before_any_data_is_loaded(capsys, e
     tmp, weights = env
     (tmp / "dir.csv").mkdir()
     monkeypatch.setattr(carlib.data, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
-    argv = [a.format(tmp=tmp, w=weights) for a in argv]
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
+    code = _exit_code(argv, tmp, weights)
     out, err = capsys.readouterr()
     assert code == 2 and needle in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
