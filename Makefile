@@ -4,6 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= default
+TEST_WORKERS ?= auto
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
 
 .PHONY: help setup chromium test test-fast test-faults notebooks reproduce report bench clean-results
@@ -28,9 +29,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	rm -f $(VENV)/.installed-* && touch $@
 
-test: setup ## run the test suite and the notebook regression tests (smoke profile)
-	$(BIN)/python -m pytest -q tests
-	CARLIB_PROFILE=smoke $(BIN)/python -m pytest -q --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
+test: setup ## run the test suite and the notebook regression tests (smoke profile) [TEST_WORKERS=auto]
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
 
 test-fast: setup ## run the unit tests only
 	$(BIN)/python -m pytest -q tests

@@ -19,7 +19,7 @@ from typing import Iterator
 from .errors import CarlibError
 from .faults import crash_point
 
-__all__ = ["atomic_path", "write_text_atomic", "sha256_file", "check_writable"]
+__all__ = ["atomic_path", "write_text_atomic", "sha256_file", "check_writable", "file_lock"]
 
 
 @contextmanager
@@ -131,3 +131,35 @@ def check_writable(path: str | Path) -> Path:
         raise CarlibError(f"cannot write {p}: no file can be created in {parent} "
                           f"({exc.strerror or exc.__class__.__name__}); choose a writable location") from None
     return p
+
+
+@contextmanager
+def file_lock(name: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock, across processes, on ``name`` for the duration of the block.
+
+    Used around work that two processes must not do at once, e.g. extracting an archive into
+    the data folder (two test workers, or the ranks of one distributed run, on a fresh machine);
+    the locked code checks again whether the work was done meanwhile. The lock file lives in
+    the system's temporary folder (named by a hash of ``name``), never beside the user's data.
+    Where ``fcntl`` is missing (Windows) the block runs unlocked.
+
+    Args:
+        name: what is locked, usually the path the work writes.
+
+    Example:
+        >>> with file_lock("/tmp/some/target"):
+        ...     pass
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    digest = hashlib.sha256(str(Path(name).absolute()).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"carlib-{digest}.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -8,7 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread per pytest-xdist worker (the workers share the cores), else up to two
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
+
+# test modules that read and fill the project's smoke results (results/smoke/): one worker runs them
+SHARED_SMOKE_RESULTS = {"test_golden", "test_report", "test_explorer", "test_browser"}
 
 
 class SmallBNNet(nn.Module):
@@ -188,6 +192,11 @@ def pytest_collection_modifyitems(config, items):
         pytest.mark.skip(reason="every fault trial; run with --run-faults (make test-faults)"),
     }
     for item in items:
+        # under `pytest -n N --dist loadgroup` (make test) a module's tests stay on one worker
+        # (module fixtures are built once), and the modules sharing results/smoke/ on the same one
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group("smoke-results" if module in SHARED_SMOKE_RESULTS
+                                                 else module))
         for marker, skip in skips.items():
             if skip is not None and item.get_closest_marker(marker) is not None:
                 item.add_marker(skip)

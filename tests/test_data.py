@@ -418,3 +418,36 @@ def test_an_incomplete_tiny_folder_of_the_user_is_not_deleted(homes, tmp_path, m
     with pytest.raises(CarlibError, match="tiny-imagenet-200 exists") as err:
         load_dataset("tiny-imagenet", "val", progress=False)
     assert "\n" not in str(err.value) and mine.read_text() == "mine"
+
+
+def test_processes_extracting_at_once_take_turns(homes, tmp_path, monkeypatch):
+    """Two workers (test workers, distributed ranks) loading a fresh machine's data at once:
+    one extracts, the other waits and then finds the extracted copy; neither fails."""
+    import threading
+    import time
+
+    src, home = homes
+    _checked(monkeypatch, zip_folder(make_tiny(tmp_path / "build"), src / "tiny-imagenet-200.zip"))
+    slow = T.safe_extract
+
+    def slow_extract(*args, **kwargs):  # widen the window in which both would be extracting
+        time.sleep(0.3)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(T, "safe_extract", slow_extract)
+    start, found, errors = threading.Barrier(2), [], []
+
+    def find():
+        start.wait()
+        try:
+            found.append(T.find_tiny_imagenet(download_missing=False, progress=False))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=find) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and found == [home / "data" / "tiny-imagenet-200"] * 2
+    assert sorted(p.name for p in (home / "data").iterdir()) == ["tiny-imagenet-200"]

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from carlib.files import atomic_path, sha256_file, write_text_atomic
+from carlib.files import atomic_path, file_lock, sha256_file, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -35,3 +35,24 @@ def test_write_text_and_checksum(tmp_path):
     assert p.read_text() == "{}\n" and oct(p.stat().st_mode & 0o777) == "0o644"
     assert sha256_file(p) == hashlib.sha256(b"{}\n").hexdigest()
     assert sha256_file(p, chunk=1) == sha256_file(p)
+
+
+def test_file_lock_serializes_holders(tmp_path):
+    import threading
+    import time
+
+    events = []
+
+    def hold(name):
+        with file_lock(tmp_path / "target"):
+            events.append(f"{name} in")
+            time.sleep(0.2)
+            events.append(f"{name} out")
+
+    threads = [threading.Thread(target=hold, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert events[0][0] == events[1][0] and events[2][0] == events[3][0]  # never interleaved
+    assert not list(tmp_path.iterdir())  # nothing beside the target

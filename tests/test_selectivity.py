@@ -9,7 +9,8 @@ from torch import nn
 
 from carlib.analysis.activations import mask_point_activations
 from carlib.analysis.selectivity import (color_index_responses, color_index_weights,
-                                         hypergeom_enrichment, threshold_sweep)
+                                         hypergeom_enrichment, threshold_sweep,
+                                         weights_index_applies)
 
 from conftest import uint8_dataset
 
@@ -24,6 +25,15 @@ def test_color_index_weights_extremes():
     idx = color_index_weights(c)
     assert idx[0] == pytest.approx(0, abs=1e-12) and idx[1] == pytest.approx(1)
     assert 0 < idx[2] < 1
+
+
+def test_weights_label_only_large_rgb_kernels():
+    # AlexNet's 11x11 first layer: weights; MobileNetV2's 3x3 first layer, deeper layers: responses
+    assert weights_index_applies(nn.Conv2d(3, 64, 11, stride=4))
+    assert weights_index_applies(nn.Conv2d(3, 8, 5))
+    assert not weights_index_applies(nn.Conv2d(3, 32, 3, stride=2))
+    assert not weights_index_applies(nn.Conv2d(64, 192, 5))
+    assert not weights_index_applies(nn.Conv2d(3, 3, 7, groups=3))
 
 
 def test_hypergeometric_and_sweep():

@@ -79,6 +79,18 @@ def test_no_heldout_images_when_greedy_sees_all(tmp_path, monkeypatch):
 
 
 @requires_tiny
+def test_color_index_reads_weights_only_for_large_first_layer_kernels(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path)
+    study = E.Study("smoke", progress=False, class_step=4)  # classes 0, 4, ..., 36 of 40
+    assert sorted(set(study.data.labels)) == list(range(0, 40, 4)) and len(study.data) == 10
+    assert "10 of its 200 classes" in study.describe()
+    c1, c2 = study.color_index("conv1"), study.color_index("conv2")  # 11x11 on RGB; 5x5
+    assert (c1.attrs["source"], c2.attrs["source"]) == ("weights", "responses")
+    pd.testing.assert_frame_equal(c1, study.color_weights("conv1"))
+    pd.testing.assert_frame_equal(c2, study.color_responses("conv2")[["filter", "color_index"]])
+
+
+@requires_tiny
 def test_sharded_car_equals_one_pass_and_resumes(tmp_path, monkeypatch):
     """A profile with ``shard_images`` counts in cached shards; the sums give the one-pass
     table exactly, and a lost shard is recomputed alone."""

@@ -148,8 +148,8 @@ class LayerExplorer:
         self.first = self.conv.in_channels == 3
         self.car = study.car(layer)
         self.greedy = study.greedy(layer)
-        self.index_source = "weights" if self.first else "responses"
-        color = study.color_weights(layer) if self.first else study.color_responses(layer)
+        color = study.color_index(layer)  # the notebooks' label: weights or responses
+        self.index_source = color.attrs["source"]
         self.color_index = color.sort_values("filter")["color_index"].to_numpy()
         idx = subset_indices(len(study.greedy_data), n_images)
         self.images = study.greedy_data.subset(idx) if len(idx) < len(study.greedy_data) else study.greedy_data

@@ -4,18 +4,23 @@
 * ``paper``: the paper's setting: torchvision AlexNet (ImageNet weights) on the ImageNet
   validation set, 50 images per class, greedy to half of conv1 and conv2, on the GPU when
   there is one (device ``auto``).
-* ``imagenet``: a real ImageNet network on real photos: ``mobilenet_v2-coral`` on the 1,398
-  images of ``imagenet-sample`` (CAR on all, greedy and curves on one image per class), greedy
-  to half of each layer. ``conv1`` is ``features.0.0`` (the first convolution, 32 3x3 filters
-  on RGB), ``conv2`` is ``features.1.conv.1`` (16 1x1 filters, the first layer whose filters
-  mix all channels; the depthwise convolution between them filters each channel alone). Its
-  tables are counted in cached shards, so a long run resumes where it stopped.
+* ``imagenet``: a real ImageNet network on real photos, sized to run from scratch on a 2-core
+  CPU in about half an hour: ``mobilenet_v2-coral`` on every sixth class of
+  ``imagenet-sample`` (the 126 of them with photos, 261 photos: CAR on all, greedy and curves
+  on one photo per class, 126, and the other 135 held out), greedy 2 filters deep in ``conv1`` and 3
+  in ``conv2``, curves 8 deep. Every (image, filter) pair costs a pass through nearly the whole
+  network, hence the small sizes. ``conv1`` is ``features.0.0`` (the first convolution, 32 3x3
+  filters on RGB), ``conv2`` is ``features.1.conv.1`` (16 1x1 filters, the first layer whose
+  filters mix all channels; the depthwise convolution between them filters each channel
+  alone). Its tables are counted in cached shards, so a long run resumes where it stopped.
 * ``smoke``: a tiny, fast version of ``default`` for CI.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 from ..errors import CarlibError
 
@@ -33,6 +38,8 @@ class Profile:
         per_class: images per class for the CAR index (overall and per class).
         greedy_per_class: images per class for the greedy loop and the pruning curves.
         max_classes: use only the first classes (``None``: all); the model keeps all outputs.
+        class_step: use only every ``class_step``-th class (0, k, 2k, ...; 1: all), a subset
+            spread over the label space; the model keeps all outputs.
         curve_depth: depth of the baseline pruning curves per layer (``None``: half the filters).
         greedy_steps: greedy depth per layer, e.g. ``{"conv1": 32, "conv2": 96}``.
         random_seeds: seeds of the random-order baseline.
@@ -62,6 +69,7 @@ class Profile:
     curve_depth: dict | None = None
     layers: dict | None = None
     shard_images: int | None = None
+    class_step: int = 1
 
     def layer_path(self, role: str) -> str:
         """The module path or alias of the convolution that plays ``role`` (e.g. ``conv2``)."""
@@ -78,12 +86,29 @@ class Profile:
 
     def cache_key(self) -> dict:
         """The fields that determine the results: all but ``shard_images`` (shards sum to the
-        same tables), and ``layers`` only when set (unset, the roles are the aliases)."""
+        same tables), ``layers`` only when set (unset, the roles are the aliases) and
+        ``class_step`` only when it selects classes."""
         key = self.to_dict()
         key.pop("shard_images")
         if key["layers"] is None:
             key.pop("layers")
+        if key["class_step"] == 1:
+            key.pop("class_step")
         return key
+
+    def keeps_class(self, labels: "np.ndarray") -> "np.ndarray":
+        """Which of ``labels`` the profile uses (``max_classes`` and ``class_step``), as a mask.
+
+        Example:
+            >>> import numpy as np
+            >>> get_profile("imagenet").keeps_class(np.array([0, 1, 6, 12])).tolist()
+            [True, False, True, True]
+        """
+        labels = np.asarray(labels)
+        keep = labels % self.class_step == 0
+        if self.max_classes is not None:
+            keep &= labels < self.max_classes
+        return keep
 
     def with_(self, **changes: object) -> "Profile":
         """A copy with some fields changed (the notebooks' parameters)."""
@@ -103,8 +128,9 @@ PROFILES: dict[str, Profile] = {
         greedy_per_class=50),
     "imagenet": Profile(
         name="imagenet", model="mobilenet_v2-coral", dataset="imagenet-sample", split="val",
-        per_class=7, greedy_steps={"conv1": 16, "conv2": 8}, random_seeds=(0, 1, 2, 3, 4),
+        per_class=7, greedy_steps={"conv1": 2, "conv2": 3}, random_seeds=(0, 1, 2),
         device="auto", input_size=(3, 224, 224), top_k_filters=8, greedy_per_class=1,
+        class_step=6, curve_depth={"conv1": 8, "conv2": 8},
         layers={"conv1": "features.0.0", "conv2": "features.1.conv.1"}, shard_images=100),
     "smoke": Profile(
         name="smoke", model="alexnet-tiny", dataset="tiny-imagenet", split="val",

@@ -77,7 +77,8 @@ def run_notebooks(profile: str, *, device: str | None = None, force: bool = Fals
     prof = get_profile(profile)
     update = (profile == "default") if update_committed is None else update_committed
     out_dir = Path(tempfile.mkdtemp(prefix=f"carlib-{profile}-"))
-    params = {"profile": profile, "force": force}
+    # no progress bars in executed notebooks (their outputs would change from run to run)
+    params = {"profile": profile, "force": force, "progress": False}
     if device:
         params["device"] = device
     t0 = time.time()

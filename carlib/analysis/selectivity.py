@@ -28,10 +28,12 @@ from ..data import IMAGENET_MEAN, IMAGENET_STD, DataLike, ImageDataset, as_batch
 from ..graph import LayerPlan, analyze
 from .activations import mask_point_activations
 
-__all__ = ["COLOR_THRESHOLD", "color_index_weights", "color_index_responses",
-           "hypergeom_enrichment", "threshold_sweep"]
+__all__ = ["COLOR_THRESHOLD", "MIN_WEIGHT_KERNEL", "color_index_weights", "color_index_responses",
+           "weights_index_applies", "hypergeom_enrichment", "threshold_sweep"]
 
 COLOR_THRESHOLD = 0.5
+#: smallest kernel side for which the weight index is used as a filter's label
+MIN_WEIGHT_KERNEL = 5
 
 
 def color_index_weights(conv: nn.Conv2d) -> np.ndarray:
@@ -84,6 +86,22 @@ def _normalization(data: DataLike) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+def weights_index_applies(conv: nn.Conv2d) -> bool:
+    """Whether a filter's color label may be read from its weights (:func:`color_index_weights`).
+
+    Only for a first layer (3 input channels, not grouped) with kernels of at least
+    :data:`MIN_WEIGHT_KERNEL` pixels a side: a 3x3 filter has nine weights per color plane and
+    is followed by BatchNorm, so its chromatic energy share says little about what it responds
+    to; such layers are labeled by :func:`color_index_responses`.
+
+    Example:
+        >>> weights_index_applies(nn.Conv2d(3, 8, 11)), weights_index_applies(nn.Conv2d(3, 8, 3))
+        (True, False)
+    """
+    return (conv.in_channels == 3 and conv.groups == 1
+            and min(conv.kernel_size) >= MIN_WEIGHT_KERNEL)
+
+
 def color_index_responses(model: nn.Module, layer: str | LayerPlan, data: DataLike, *, top_n: int = 20,
                           batch_size: int = 256, filters: Iterable[int] | None = None) -> pd.DataFrame:
     """Response-based color index of each filter.

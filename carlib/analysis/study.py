@@ -24,7 +24,7 @@ from ..models import load_model, model_fingerprint
 from ..paths import results_dir
 from .cache import ResultCache
 from .profiles import Profile, get_profile
-from .selectivity import color_index_responses, color_index_weights
+from .selectivity import color_index_responses, color_index_weights, weights_index_applies
 
 __all__ = ["Study", "overall_from_per_class"]
 
@@ -72,10 +72,10 @@ class Study:
         self.greedy_data = (self.data if prof.greedy_per_class == prof.per_class else
                             load_dataset(prof.dataset, prof.split, per_class=prof.greedy_per_class,
                                          progress=progress))
-        if prof.max_classes is not None:
-            self.data = self.data.subset(np.flatnonzero(np.asarray(self.data.labels) < prof.max_classes))
+        if prof.max_classes is not None or prof.class_step != 1:
+            self.data = self.data.subset(np.flatnonzero(prof.keeps_class(self.data.labels)))
             self.greedy_data = self.greedy_data.subset(
-                np.flatnonzero(np.asarray(self.greedy_data.labels) < prof.max_classes))
+                np.flatnonzero(prof.keeps_class(self.greedy_data.labels)))
         self._plans: dict[str, LayerPlan] = {}
         self.cache = ResultCache(self.dir, {"profile": prof.cache_key(),
                                             "model": model_fingerprint(self.model),
@@ -92,8 +92,11 @@ class Study:
         P = self.profile
         roles = ", ".join(f"{r} = `{c.path}` ({c.filters} filters, {'x'.join(map(str, c.module.kernel_size))})"
                           for r, c in ((r, self.layer(r)) for r in ("conv1", "conv2")))
+        used = len(np.unique(np.asarray(self.data.labels)))
+        classes = (f"{self.data.num_classes} classes" if used == self.data.num_classes else
+                   f"{used} of its {self.data.num_classes} classes")
         return (f"**Profile `{P.name}`**: `{P.model}` on {P.dataset} {P.split}, "
-                f"{self.data.num_classes} classes; CAR index on {len(self.data):,} images "
+                f"{classes}; CAR index on {len(self.data):,} images "
                 f"({P.per_class} per class), greedy pruning and curves on {len(self.greedy_data):,} "
                 f"images ({P.greedy_per_class} per class), greedy depth {P.greedy_steps}; "
                 f"layers: {roles}; device `{self.device}`.")
@@ -133,14 +136,20 @@ class Study:
         return self.table(f"car_per_class_{layer}", lambda: self._car_from_shards(layer), layer=layer)
 
     def _car_from_shards(self, layer: str) -> pd.DataFrame:
+        from tqdm.auto import tqdm
+
         size = int(self.profile.shard_images)
         n_img, filters = len(self.data), list(range(self.layer(layer).filters))
         parts = []
-        for first in range(0, n_img, size):
-            idx = np.arange(first, min(first + size, n_img))
-            parts.append(self.table(f"parts/car_counts_{layer}_{first:06d}",
-                                    lambda idx=idx: self._car_counts(layer, idx, filters),
-                                    layer=layer, first=int(idx[0]), last=int(idx[-1])))
+        with tqdm(total=n_img * len(filters), desc=f"CAR {layer} (shards of {size})", unit="img",
+                  unit_scale=True, disable=not self.progress, mininterval=1.0) as bar:
+            for first in range(0, n_img, size):
+                idx = np.arange(first, min(first + size, n_img))
+                parts.append(self.table(f"parts/car_counts_{layer}_{first:06d}",
+                                        lambda idx=idx: self._car_counts(layer, idx, filters, bar),
+                                        layer=layer, first=int(idx[0]), last=int(idx[-1])))
+                bar.n = int(idx[-1] + 1) * len(filters)  # a cached shard counts as done
+                bar.refresh()
         counts = pd.concat(parts).groupby(["filter", "class"], as_index=False)[["correct", "n"]].sum()
         classes = self.data.num_classes
         wide = counts.pivot(index="filter", columns="class", values="correct").reindex(
@@ -153,11 +162,11 @@ class Study:
                          "precision": eng.precision, "shards": len(parts)})
         return df
 
-    def _car_counts(self, layer: str, idx: np.ndarray, filters: list[int]) -> pd.DataFrame:
+    def _car_counts(self, layer: str, idx: np.ndarray, filters: list[int], bar=None) -> pd.DataFrame:
         """Correct images per class of one shard: the unpruned network (``filter = -1``) and
         each filter pruned alone."""
         eng = Engine(self.model, self.plan(layer), self.data.subset(idx), device=self.device)
-        base, cand, n = eng.evaluate([], filters)
+        base, cand, n = eng.evaluate([], filters, bar)
         keep = torch.nonzero(n).flatten()
         rows = torch.cat([base[keep].unsqueeze(0), cand[:, keep]])
         return pd.DataFrame({"filter": np.repeat([-1] + filters, len(keep)),
@@ -273,6 +282,23 @@ class Study:
         """The weight-based color index of a first layer (no cache needed: instant)."""
         idx = color_index_weights(self.layer(layer).module)
         return pd.DataFrame({"filter": np.arange(len(idx)), "color_index": idx})
+
+    def color_index(self, layer: str) -> pd.DataFrame:
+        """The color index that labels ``layer``'s filters color- or shape-selective: from the
+        weights for a first layer with large kernels, else from responses
+        (:func:`~carlib.analysis.selectivity.weights_index_applies`).
+
+        Returns:
+            ``filter``, ``color_index``; ``attrs["source"]`` is ``"weights"`` or ``"responses"``.
+
+        Example:
+            >>> Study("smoke").color_index("conv1").attrs["source"]  # doctest: +SKIP
+            'weights'
+        """
+        weights = weights_index_applies(self.layer(layer).module)
+        df = (self.color_weights(layer) if weights else self.color_responses(layer))[["filter", "color_index"]]
+        df.attrs["source"] = "weights" if weights else "responses"
+        return df
 
     def color_responses(self, layer: str, top_n: int = 20) -> pd.DataFrame:
         """The response-based color index of every filter of ``layer``."""

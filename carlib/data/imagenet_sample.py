@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..errors import CarlibError, DataNotFoundError
-from ..files import sha256_file
+from ..files import file_lock, sha256_file
 from ..paths import data_dir, data_search_dirs
 from .archive import safe_extract
 from .containers import FolderDataset
@@ -51,27 +51,36 @@ def find_imagenet_sample() -> Path:
         >>> find_imagenet_sample().parent.name  # doctest: +SKIP
         'imagenet-sample'
     """
-    for d in data_search_dirs():
-        folder = d / IMAGENET_SAMPLE_FOLDER / "imagenet"
-        if (folder / "MANIFEST.csv").is_file() and (folder / "val").is_dir():
-            return folder
-    for d in data_search_dirs():
-        archive = d / IMAGENET_SAMPLE_FILE
-        if archive.is_file():
-            if sha256_file(archive) != IMAGENET_SAMPLE_SHA256:
-                raise CarlibError(
-                    f"{archive} does not match the sha256 of {IMAGENET_SAMPLE_FILE} (corrupt or "
-                    "another file); replace it with an intact copy"
-                )
-            target = data_dir() / IMAGENET_SAMPLE_FOLDER
-            safe_extract(archive, target, keep=("imagenet",))
-            if not (target / "imagenet" / "MANIFEST.csv").is_file():
-                raise CarlibError(f"{archive} holds no imagenet/MANIFEST.csv; replace it with an intact copy")
-            return target / "imagenet"
+    if (found := _extracted_copy()) is not None:
+        return found
+    target = data_dir() / IMAGENET_SAMPLE_FOLDER
+    with file_lock(target):  # one process extracts, the others then find it
+        if (found := _extracted_copy()) is not None:
+            return found
+        for d in data_search_dirs():
+            archive = d / IMAGENET_SAMPLE_FILE
+            if archive.is_file():
+                if sha256_file(archive) != IMAGENET_SAMPLE_SHA256:
+                    raise CarlibError(
+                        f"{archive} does not match the sha256 of {IMAGENET_SAMPLE_FILE} (corrupt or "
+                        "another file); replace it with an intact copy"
+                    )
+                safe_extract(archive, target, keep=("imagenet",))
+                if not (target / "imagenet" / "MANIFEST.csv").is_file():
+                    raise CarlibError(f"{archive} holds no imagenet/MANIFEST.csv; replace it with an intact copy")
+                return target / "imagenet"
     raise DataNotFoundError(
         f"ImageNet sample not found; place {IMAGENET_SAMPLE_FILE} (or its extracted "
         f"{IMAGENET_SAMPLE_FOLDER}/ folder) in {data_dir()} or in a folder named by $CARLIB_DATA_DIR"
     )
+
+
+def _extracted_copy() -> Path | None:
+    for d in data_search_dirs():
+        folder = d / IMAGENET_SAMPLE_FOLDER / "imagenet"
+        if (folder / "MANIFEST.csv").is_file() and (folder / "val").is_dir():
+            return folder
+    return None
 
 
 def imagenet_sample_listing(root: Path, split: str = "val") -> list[tuple[str, int]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CarlibError, DataNotFoundError
-from ..files import atomic_path, sha256_file
+from ..files import atomic_path, file_lock, sha256_file
 from ..paths import cache_dir, data_dir, data_search_dirs
 from .archive import download, safe_extract
 from .containers import ImageDataset
@@ -53,23 +53,32 @@ def find_tiny_imagenet(*, download_missing: bool = True, progress: bool = True) 
         'tiny-imagenet-200'
     """
     own = data_dir()
+    if (found := _extracted_copy()) is not None:
+        return found
+    with file_lock(own / "tiny-imagenet-200"):  # one process extracts, the others then find it
+        if (found := _extracted_copy()) is not None:
+            return found
+        for d in data_search_dirs():
+            archive = d / "tiny-imagenet-200.zip"
+            if archive.is_file():
+                _check_archive(archive)
+                return _extract(archive, own)
+        if not download_missing or os.environ.get("CARLIB_NO_DOWNLOAD"):
+            raise DataNotFoundError(
+                "Tiny ImageNet not found; place tiny-imagenet-200.zip (or its extracted folder) in "
+                f"{own} or in a folder named by $CARLIB_DATA_DIR"
+            )
+        archive = download(TINY_IMAGENET_URL, own / "tiny-imagenet-200.zip", md5=TINY_IMAGENET_MD5,
+                           progress=progress)
+        return _extract(archive, own)
+
+
+def _extracted_copy() -> Path | None:
     for d in data_search_dirs():
         folder = d / "tiny-imagenet-200"
         if (folder / "wnids.txt").is_file() and (folder / "val" / "val_annotations.txt").is_file():
             return folder
-    for d in data_search_dirs():
-        archive = d / "tiny-imagenet-200.zip"
-        if archive.is_file():
-            _check_archive(archive)
-            return _extract(archive, own)
-    if not download_missing or os.environ.get("CARLIB_NO_DOWNLOAD"):
-        raise DataNotFoundError(
-            "Tiny ImageNet not found; place tiny-imagenet-200.zip (or its extracted folder) in "
-            f"{own} or in a folder named by $CARLIB_DATA_DIR"
-        )
-    archive = download(TINY_IMAGENET_URL, own / "tiny-imagenet-200.zip", md5=TINY_IMAGENET_MD5,
-                       progress=progress)
-    return _extract(archive, own)
+    return None
 
 
 def _check_archive(archive: Path) -> None:
