@@ -22,3 +22,32 @@ def test_patches_are_receptive_field_crops(bn_net):
                 yy, xx = top + dy, left + dx
                 expect = ds.images[p.image, yy, xx] if 0 <= yy < 32 and 0 <= xx < 32 else 0
                 assert (p.pixels[dy, dx] == expect).all()
+
+
+def test_patches_of_images_decoded_from_files(bn_net, tmp_path):
+    """Images read from files (as ImageNet is): the same patches as the same pixels in memory."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+    from torchvision import transforms
+
+    from carlib.data import FolderDataset
+    from carlib.errors import CarlibError
+
+    model, x, y = bn_net
+    ds = uint8_dataset()
+    samples = []
+    for i, (img, label) in enumerate(zip(ds.images, ds.labels)):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        samples.append((str(tmp_path / f"{i}.png"), int(label)))
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(ds.mean, ds.std)])
+    folder = FolderDataset("t", "val", samples, ds.classes, ds.class_names, tf)
+    assert folder.image_size == ds.image_size and (folder.pixels([0, 5]) == ds.images[[0, 5]]).all()
+    mem = top_patches(model, "conv2", ds, [0, 3, 7], n=3)
+    files = top_patches(model, "conv2", folder, [0, 3, 7], n=3, batch_size=5)
+    for f in mem:
+        assert [(p.image, p.y, p.x) for p in files[f]] == [(p.image, p.y, p.x) for p in mem[f]]
+        assert all((a.pixels == b.pixels).all() for a, b in zip(files[f], mem[f]))
+        np.testing.assert_allclose([p.value for p in files[f]], [p.value for p in mem[f]], rtol=1e-5)
+    with pytest.raises(CarlibError, match="pair of tensors"):
+        top_patches(model, "conv1", (x, y), [0])

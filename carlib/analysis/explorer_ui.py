@@ -197,7 +197,7 @@ class ExplorerApp:
         table = self.ex.classes(self.selected)
         shown = ({"picture": filter_images(self.ex.conv)[self.selected]} if self.ex.first else
                  {"patches": self.ex.patches(self.selected, 4)})
-        fig = figures.class_importance(table, self.study.data.images, self.study.data.labels,
+        fig = figures.class_importance(table, self.study.data, self.study.data.labels,
                                        layer=self.ex.layer, filt=self.selected,
                                        why=f"CAR {_pct(info['car'])}", images_per_class=2, **shown)
         self.classes_w.value = figure_png(fig)

@@ -323,7 +323,8 @@ def class_importance(table: pd.DataFrame, images: np.ndarray, labels: np.ndarray
 
     Args:
         table: :meth:`Study.class_importance` of the filter (``rank, kind, class, name, car``).
-        images: the dataset's uint8 images ``(N, H, W, 3)``.
+        images: the dataset (in memory or decoded from files: its ``pixels(indices)``), or
+            its uint8 images ``(N, H, W, 3)``.
         labels: the class of every image.
         layer, filt: the filter (for the title).
         why: why the filter was selected (the figure's title).
@@ -338,7 +339,7 @@ def class_importance(table: pd.DataFrame, images: np.ndarray, labels: np.ndarray
 
     Example:
         >>> t = study.class_importance("conv1", 5)  # doctest: +SKIP
-        >>> fig = class_importance(t, study.data.images, study.data.labels, layer="conv1", filt=5,
+        >>> fig = class_importance(t, study.data, study.data.labels, layer="conv1", filt=5,
         ...                        why="a filter", picture=filter_images(conv1)[5])  # doctest: +SKIP
     """
     labels = np.asarray(labels)
@@ -357,7 +358,7 @@ def class_importance(table: pd.DataFrame, images: np.ndarray, labels: np.ndarray
             imgs = np.flatnonzero(labels == cls)[:images_per_class]
             for m, i in enumerate(imgs):
                 a = fig.add_subplot(gs[r, 1 + j * images_per_class + m])
-                a.imshow(images[i])
+                a.imshow(images.pixels([i])[0] if hasattr(images, "pixels") else images[i])
                 a.axis("off")
                 if m == 0:
                     a.set_title(f"{name[:14]}\nCAR_c {car:+.2f}", fontsize=7, loc="left",

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import ImageDataset
+from ..data import DataLike, as_batches
+from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
 from .activations import mask_point_activations
 
@@ -69,14 +70,15 @@ class Patch:
 
 
 @torch.no_grad()
-def top_patches(model: nn.Module, layer: "str | LayerPlan", data: ImageDataset, filters: Iterable[int], *,
+def top_patches(model: nn.Module, layer: "str | LayerPlan", data: DataLike, filters: Iterable[int], *,
                 n: int = 9, batch_size: int = 256) -> dict[int, list[Patch]]:
     """The ``n`` image patches that drive each filter most (one per image, at its peak).
 
     Args:
         model: the network.
         layer: alias or module path, or its :class:`~carlib.graph.LayerPlan`.
-        data: an in-memory dataset (the crops are taken from its uint8 pixels).
+        data: a carlib dataset, in memory or decoded from files (the crops are taken from its
+            uint8 pixels as the model sees them).
         filters: which filters.
         n: patches per filter.
         batch_size: images per forward pass.
@@ -84,11 +86,14 @@ def top_patches(model: nn.Module, layer: "str | LayerPlan", data: ImageDataset, 
     Returns:
         ``{filter: [Patch, ...]}``, strongest first (ties: lower image index).
     """
+    if not hasattr(data, "pixels"):
+        raise CarlibError("image patches need a carlib dataset (its pixels), not a pair of tensors; "
+                          "use carlib.load_dataset")
     ks = list(filters)
     plan = analyze(model, layer)
     peak_val, peak_pos = [], []
-    for i in range(0, len(data), batch_size):
-        a = mask_point_activations(model, plan, data.normalize(data.images[i : i + batch_size]))[:, ks]
+    for x, _ in as_batches(data, batch_size):
+        a = mask_point_activations(model, plan, x)[:, ks]
         flat = a.flatten(2)
         v, p = flat.max(dim=2)
         peak_val.append(v)
@@ -108,7 +113,7 @@ def top_patches(model: nn.Module, layer: "str | LayerPlan", data: ImageDataset, 
             crop = np.zeros((size, size, 3), dtype=np.uint8)
             y0, y1 = max(0, top), min(h, top + size)
             x0, x1 = max(0, left), min(w, left + size)
-            crop[y0 - top : y1 - top, x0 - left : x1 - left] = data.images[img, y0:y1, x0:x1]
+            crop[y0 - top : y1 - top, x0 - left : x1 - left] = data.pixels([img])[0, y0:y1, x0:x1]
             patches.append(Patch(k, img, y, x, float(vals[img, j]), crop))
         out[k] = patches
     return out

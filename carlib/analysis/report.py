@@ -108,15 +108,15 @@ def claims(study: Study) -> pd.DataFrame:
                            f"per-class top-1 from {_pct(acc['top1'].min())} to {_pct(acc['top1'].max())}"}
     rows["02_car_conv1"] = _layer_claim(study, "conv1")
     rows["03_car_conv2"] = _layer_claim(study, "conv2")
-    indices = {"conv1": study.color_weights("conv1")["color_index"].to_numpy(),
-               "conv2": study.color_responses("conv2")["color_index"].to_numpy()}
+    labels = {layer: study.color_index(layer) for layer in ("conv1", "conv2")}
+    indices = {layer: df["color_index"].to_numpy() for layer, df in labels.items()}
     top = {layer: study.pruned_top(layer) for layer in indices}
-    counts = color_counts(indices, top)
+    counts = color_counts(indices, top, sources={layer: df.attrs["source"] for layer, df in labels.items()})
     rows["04_color_vs_shape"] = "; ".join(
         f"{r['layer']}: {r['color_pruned']}/{r['n_pruned']} color-selective against {r['expected']:.1f} "
         f"expected from the base rate ({r['color_layer']}/{r['n_layer']}), p = {r['p_greater']:.2g}"
         f"{' (enriched)' if r['p_greater'] < 0.05 else ' (not enriched)'}" for r in counts.to_dict("records"))
-    sel = select_filters(study.car("conv1"), study.car("conv2"), study.color_weights("conv1"))
+    sel = select_filters(study.car("conv1"), study.car("conv2"), study.color_index("conv1"))
     s = sel[sel["selected_as"] == "most color-selective conv1 filter"].iloc[0]
     t = study.class_importance("conv1", int(s["filter"]), k=3)
     most = t[t["kind"] == "most"]
@@ -217,9 +217,10 @@ def build_report(profile: str, out: Path | None = None) -> Path:
         at = accuracy_at(study.curves(layer), prof.curve_depth_for(layer, n))
         parts.append(f"<h3>{layer}: accuracy with {at.attrs['n_pruned']} of {n} filters pruned</h3>"
                      + _table(at, index=True))
-    indices = {"conv1": study.color_weights("conv1")["color_index"].to_numpy(),
-               "conv2": study.color_responses("conv2")["color_index"].to_numpy()}
-    counts = color_counts(indices, {layer: study.pruned_top(layer) for layer in indices})
+    labels = {layer: study.color_index(layer) for layer in ("conv1", "conv2")}
+    counts = color_counts({layer: df["color_index"].to_numpy() for layer, df in labels.items()},
+                          {layer: study.pruned_top(layer) for layer in labels},
+                          sources={layer: df.attrs["source"] for layer, df in labels.items()})
     parts.append("<h3>Color-selective filters among the top CAR-pruned</h3>" + _table(color_counts_table(counts)))
     parts.append(f"<h2>Figures ({len(figs)})</h2>" + "".join(figs))
     parts.append("<h2>Provenance</h2>" + _provenance(study))

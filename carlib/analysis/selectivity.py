@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data import IMAGENET_MEAN, IMAGENET_STD, DataLike, ImageDataset, as_batches
+from ..data import DataLike, ImageDataset, as_batches
 from ..graph import LayerPlan, analyze
 from .activations import mask_point_activations
 
@@ -75,17 +75,6 @@ def _gray_normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> 
     return (g.expand_as(x) - mean) / std
 
 
-def _normalization(data: DataLike) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean and std a dataset's images were normalized with (ImageNet's by default)."""
-    from torchvision import transforms
-
-    for t in getattr(getattr(data, "transform", None), "transforms", []):
-        if isinstance(t, transforms.Normalize):
-            return torch.tensor(t.mean), torch.tensor(t.std)
-    return torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-
-
-@torch.no_grad()
 def weights_index_applies(conv: nn.Conv2d) -> bool:
     """Whether a filter's color label may be read from its weights (:func:`color_index_weights`).
 
@@ -102,6 +91,7 @@ def weights_index_applies(conv: nn.Conv2d) -> bool:
             and min(conv.kernel_size) >= MIN_WEIGHT_KERNEL)
 
 
+@torch.no_grad()
 def color_index_responses(model: nn.Module, layer: str | LayerPlan, data: DataLike, *, top_n: int = 20,
                           batch_size: int = 256, filters: Iterable[int] | None = None) -> pd.DataFrame:
     """Response-based color index of each filter.
@@ -129,7 +119,7 @@ def color_index_responses(model: nn.Module, layer: str | LayerPlan, data: DataLi
     peaks = [mask_point_activations(model, plan, x).amax(dim=(2, 3))
              for x, _ in as_batches(data, batch_size)]
     peaks_t = torch.cat(peaks)  # (N, C)
-    mean, std = (None, None) if in_memory else _normalization(data)
+    mean, std = (None, None) if in_memory else data.normalization
     ks = list(range(peaks_t.shape[1])) if filters is None else list(filters)
     rows = []
     for k in ks:

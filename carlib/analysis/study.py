@@ -7,6 +7,8 @@ the next run reads the table back unless its inputs changed or ``force=True``
 
 from __future__ import annotations
 
+import os
+
 from typing import Callable
 
 import numpy as np
@@ -48,7 +50,7 @@ class Study:
         device: overrides the profile's device (``None``: the profile's; resolved by
             :func:`carlib.engine.resolve_device`).
         force: recompute every table instead of reading the cache.
-        progress: show progress bars.
+        progress: show progress bars (``None``: unless ``$CARLIB_PROGRESS`` is ``0``).
         **overrides: profile fields to change (e.g. ``per_class=5``).
 
     Example:
@@ -57,14 +59,15 @@ class Study:
     """
 
     def __init__(self, profile: str | Profile = "default", *, device: str | None = None,
-                 force: bool = False, progress: bool = True, **overrides: object):
+                 force: bool = False, progress: bool | None = None, **overrides: object):
         prof = profile if isinstance(profile, Profile) else get_profile(profile)
         if overrides:
             prof = prof.with_(**overrides)
         self.profile = prof
         self.device = str(resolve_device(device or prof.device))
         self.force = force
-        self.progress = progress
+        self.progress = progress = (os.environ.get("CARLIB_PROGRESS", "1") != "0" if progress is None
+                                    else bool(progress))
         self.dir = results_dir(prof.name)
         torch.manual_seed(0)
         self.model = load_model(prof.model)

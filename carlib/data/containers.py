@@ -79,6 +79,15 @@ class ImageDataset:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
 
+    @property
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(mean, std)`` the images are normalized with."""
+        return torch.tensor(self.mean), torch.tensor(self.std)
+
+    def pixels(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """uint8 ``(n, H, W, 3)`` pixels of the images at ``indices``, as the model sees them."""
+        return self.images[np.asarray(indices, dtype=np.int64)]
+
     def subset(self, indices: np.ndarray | list[int]) -> "ImageDataset":
         """The images at ``indices`` (same classes and names)."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -135,6 +144,29 @@ class FolderDataset:
         with Image.open(path) as im:
             img = im.convert("RGB")
         return self.transform(img), label
+
+    @property
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(mean, std)`` of the transform's ``Normalize`` (ImageNet's when it has none)."""
+        from torchvision import transforms
+
+        for t in getattr(self.transform, "transforms", []):
+            if isinstance(t, transforms.Normalize):
+                return torch.tensor(t.mean), torch.tensor(t.std)
+        return torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images as the model sees them (after the transform)."""
+        return tuple(self[0][0].shape[1:]) if len(self) else (0, 0)
+
+    def pixels(self, indices: np.ndarray | list[int]) -> np.ndarray:
+        """uint8 ``(n, H, W, 3)`` pixels of the images at ``indices`` as the model sees them
+        (resized and cropped by the transform; its normalization undone and rounded)."""
+        mean, std = (t.view(1, 3, 1, 1) for t in self.normalization)
+        x = torch.stack([self[int(i)][0] for i in indices])
+        pix = torch.clamp(torch.round((x * std + mean) * 255), 0, 255)
+        return pix.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
     def subset(self, indices: np.ndarray | list[int]) -> "FolderDataset":
         """The images at ``indices`` (same classes and names)."""
