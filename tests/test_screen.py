@@ -44,7 +44,7 @@ def test_bf16_checked_screens_and_matches_naive_default_network(tiny_val_slice, 
     from carlib.engine import fast_bf16
 
     model = load_model("alexnet-tiny")
-    data = tiny_val_slice.subset(np.arange(100))
+    data = tiny_val_slice.subset(np.arange(60))
     ks = list(range(0, 64, 4)) if layer == "conv1" else list(range(0, 192, 12))
     naive = car_index_naive(model, layer, data, filters=ks)
     n = num_images(data)
