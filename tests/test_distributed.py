@@ -29,7 +29,7 @@ from test_data import make_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-TIMEOUT = 120  # seconds for any group of ranks; a hang fails the test instead of blocking it
+TIMEOUT = 300  # seconds for any group of ranks; a hang fails the test instead of blocking it
 
 
 def _port() -> int:
@@ -40,7 +40,7 @@ def _port() -> int:
 
 def _env(extra: dict | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{TESTS}",
-           "CARLIB_DIST_TIMEOUT": "60"}
+           "CARLIB_DIST_TIMEOUT": "180"}
     for k in ("CARLIB_CRASH_AT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return {**env, **(extra or {})}
@@ -113,7 +113,7 @@ from carlib import car_index, greedy_prune
 from carlib.tables import write_table
 from conftest import SmallBNNet
 tmp = Path(sys.argv[1])
-dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+dist.init_process_group("gloo", timeout=timedelta(seconds=180))
 model = SmallBNNet()
 model.load_state_dict(torch.load(tmp / "w.pt", weights_only=True))
 x, y = torch.load(tmp / "data.pt", weights_only=True)
