@@ -95,14 +95,17 @@ def test_without_a_process_group_everything_is_one_process():
 
 
 # ---------------------------------------------------------------------------- Python API
-#: (file, call): what the single process and every rank compute; car-1: one image, so rank 1
-#: has none
+#: (file, call): what the single process and every rank compute (95 images: 6 batches of 16,
+#: 48 and 47 images per rank; car-1: one image, so rank 1 has none; car-masked: 20 images in
+#: 5 batches of 4, the masked path)
 CALLS = [
     ("car-1.csv", "car_index(model, 'features.0', (x[:1], y[:1]), progress=False)"),
-    ("car.csv", "car_index(model, 'features.4', (x, y), batch_size=16, progress=False)"),
-    ("car-class.csv", "car_index(model, 'features.4', (x, y), per_class=True, method='masked', "
-                      "batch_size=16, progress=False)"),
-    ("steps.csv", "greedy_prune(model, 'features.4', (x, y), n_remove=3, batch_size=16, "
+    ("car.csv", "car_index(model, 'features.7', (x, y), batch_size=16, progress=False)"),
+    ("car-class.csv", "car_index(model, 'features.7', (x, y), per_class=True, batch_size=16, "
+                      "progress=False)"),
+    ("car-masked.csv", "car_index(model, 'features.7', (x[:20], y[:20]), per_class=True, "
+                       "method='masked', batch_size=4, progress=False)"),
+    ("steps.csv", "greedy_prune(model, 'features.7', (x, y), n_remove=3, batch_size=16, "
                   "journal=tmp / 'j.jsonl', progress=False)"),
 ]
 WORKER = """
@@ -126,7 +129,7 @@ dist.destroy_process_group()
 
 def test_api_under_a_process_group_gives_one_process_bytes(bn_net, tmp_path):
     model, x, y = bn_net
-    x, y = x[:95], y[:95]  # 6 batches of 16: ranks take 48 and 47 images
+    x, y = x[:95], y[:95]
     torch.save(model.state_dict(), tmp_path / "w.pt")
     torch.save((x, y), tmp_path / "data.pt")
     one = tmp_path / "one"
