@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import distributed
 from .data import DataLike
 from .engine import Engine
 from .graph import LayerPlan
@@ -92,7 +93,7 @@ def car_index(
         batch_size: images per batch in front of the pruned layer (default 256; a positive
             integer).
         device: ``"cpu"`` (default) or ``"cuda"``.
-        progress: show a progress bar.
+        progress: show a progress bar (rank 0's images, under a process group).
         method: ``"auto"``, ``"fast"`` or ``"masked"`` (see :mod:`carlib.engine`).
         pair_batch: (image, filter) pairs per forward pass after the consumer.
         pruned: filters already pruned; CAR is then relative to that network (as in one step
@@ -101,6 +102,10 @@ def car_index(
             pruned layer's consumer compute; every choice gives fp32's CAR values (see
             :mod:`carlib.engine`). ``"auto"`` uses checked bf16 on CPUs with AMX-BF16 or
             AVX512-BF16.
+
+    Under an initialised ``torch.distributed`` process group every rank calls this with the
+    same arguments; each counts its block of the images (:mod:`carlib.distributed`) and every
+    rank returns the table a single process returns.
 
     Returns:
         A DataFrame with ``filter``, ``accuracy`` (with that filter pruned) and ``car`` (base
@@ -126,8 +131,8 @@ def car_index(
     removed = check_filters(pruned, engine.n_filters, name)
     ks = check_filters(filters, engine.n_filters, name) if filters is not None else [
         k for k in range(engine.n_filters) if k not in removed]
-    with tqdm(total=len(ks) * engine.n_images, desc=f"CAR {name}", unit="img",
-              unit_scale=True, disable=not progress, mininterval=1.0) as bar:
+    with tqdm(total=len(ks) * engine.n_local, desc=f"CAR {name}", unit="img", unit_scale=True,
+              disable=not (progress and distributed.is_writer()), mininterval=1.0) as bar:
         base, cand, counts = engine.evaluate(removed, ks, bar)
     df = car_table(base, cand, counts, ks, per_class)
     df.attrs.update({"layer": engine.plan.layer.path, "topk": topk, "method": engine.method,

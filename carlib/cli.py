@@ -1,5 +1,8 @@
 """The command line: ``python -m carlib {info,train,car,prune}`` (also installed as ``carlib``).
 
+Started by ``torchrun`` (or ``srun`` with the same environment), ``car`` and ``prune`` split the
+images over the processes (:mod:`carlib.distributed`); rank 0 writes the results.
+
 Bad input (unknown model, dataset, layer or split, missing data, a corrupt or mismatched
 checkpoint, an unwritable output path) prints one line on stderr naming the problem and the
 fix, and exits with code 2.
@@ -8,10 +11,16 @@ fix, and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+import torch
+
+from . import distributed
 from .engine.core import PRECISIONS
 from .errors import CarlibError
 
@@ -132,6 +141,8 @@ def _load(args: argparse.Namespace):
 
     resolve_device(args.device)
     check_count(args.batch_size, "--batch-size")
+    if distributed.launched() and os.environ.get("RANK", "0") != "0":
+        args.quiet = True  # progress from rank 0 only
     if args.per_class_images is not None and args.per_class_images < 1:
         raise CarlibError(f"--per-class-images must be at least 1, got {args.per_class_images}; "
                           "leave it out to use every image")
@@ -144,16 +155,42 @@ def _load(args: argparse.Namespace):
     return model, data
 
 
+@contextmanager
+def _process_group(args: argparse.Namespace) -> Iterator[None]:
+    """Under a launcher: one rank of a process group (``gloo`` on the CPU; ``nccl`` on GPUs,
+    each rank on ``cuda:LOCAL_RANK``) for the block, destroyed after it."""
+    from .engine import resolve_device
+
+    device = resolve_device(args.device)
+    if distributed.launched() and device.type == "cuda":
+        if args.device not in ("cuda", "auto"):
+            raise CarlibError(f"--device {args.device} names one GPU, but under torchrun every "
+                              "process takes the GPU cuda:LOCAL_RANK; pass --device cuda")
+        args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        device = resolve_device(args.device)
+    created = distributed.init_from_env(device)
+    done = False
+    try:
+        yield
+        done = True
+    finally:
+        if created:
+            distributed.finish(wait=done)
+
+
 def _car(args: argparse.Namespace) -> None:
     from .car import car_index
     from .tables import write_table
 
     _outputs(args)
     model, data = _load(args)
-    df = car_index(model, args.layer, data, per_class=args.per_class, topk=args.topk,
-                   batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-                   precision=args.precision)
-    write_table(df, args.out)
+    with _process_group(args):
+        df = car_index(model, args.layer, data, per_class=args.per_class, topk=args.topk,
+                       batch_size=args.batch_size, device=args.device, progress=not args.quiet,
+                       precision=args.precision)
+        if not distributed.is_writer():
+            return
+        write_table(df, args.out)
     print(f"base accuracy {df.attrs['base_accuracy']:.4f} on {df.attrs['n_images']} images; "
           f"{len(df)} rows written to {args.out}")
 
@@ -170,10 +207,13 @@ def _prune(args: argparse.Namespace) -> None:
     if args.save_model is not None:  # a layer that cannot be pruned is refused before the run
         size = tuple(next(as_batches(data, 1))[0].shape[1:])
         prune_filters(model, args.layer, [0], input_size=size)
-    df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
-                      journal=paths["--journal"], batch_size=args.batch_size, device=args.device,
-                      progress=not args.quiet, precision=args.precision)
-    write_table(df, args.out)
+    with _process_group(args):
+        df = greedy_prune(model, args.layer, data, n_remove=args.n_remove, topk=args.topk,
+                          journal=paths["--journal"], batch_size=args.batch_size,
+                          device=args.device, progress=not args.quiet, precision=args.precision)
+        if not distributed.is_writer():
+            return
+        write_table(df, args.out)
     print(f"accuracy {df.attrs['base_accuracy']:.4f} -> "
           f"{df['accuracy'].iloc[-1] if len(df) else df.attrs['base_accuracy']:.4f} after "
           f"pruning {len(df)} filters of {args.layer}; steps written to {args.out}")
@@ -195,7 +235,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 1 another process of
+    the run failed, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
@@ -210,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     except CarlibError as exc:
         print(f"carlib: error: {exc}", file=sys.stderr)
         return 2
+    except (distributed.RankFailed, torch.distributed.DistError) as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        print(f"carlib: error: another process of this run failed ({first}); start the run "
+              "again (a greedy run resumes from its journal)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("carlib: interrupted; a greedy run resumes from its journal when started again",
               file=sys.stderr)

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import distributed
 from .data import DataLike, data_fingerprint
 from .engine import Engine
 from .errors import CarlibError
@@ -109,6 +110,15 @@ def _write_journal(path: Path, header: dict, steps: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in [header, *steps]))
 
 
+def _open_journal(path: Path, header: dict, n_filters: int) -> list[dict]:
+    """The steps a journal holds (none when it does not exist), its folder made and its file
+    checked writable."""
+    steps = _read_journal(path, header, n_filters) if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path)
+    return steps
+
+
 def check_n_remove(n_remove: object, filters: int, layer: str) -> int:
     """Check how many filters a greedy run may prune: ``0 <= n_remove < filters``.
 
@@ -165,6 +175,11 @@ def greedy_prune(
             :func:`carlib.car_index`.
         callback: called with each new step's row (for progress reporting).
 
+    Under an initialised ``torch.distributed`` process group every rank calls this with the
+    same arguments: each counts its block of the images (:mod:`carlib.distributed`), every
+    rank takes the same steps from the summed counts and returns the same table, and rank 0
+    alone reads and writes the journal (the other ranks receive its steps).
+
     Returns:
         One row per step: ``step`` (1-based), ``filter`` (pruned at that step, original
         index), ``car`` (its CAR relative to the network pruned so far), ``accuracy`` (after
@@ -186,15 +201,12 @@ def greedy_prune(
     steps: list[dict] = []
     jpath = Path(journal) if journal is not None else None
     if jpath is not None:
-        if jpath.is_file():
-            steps = _read_journal(jpath, header, n)
-        jpath.parent.mkdir(parents=True, exist_ok=True)
-        check_writable(jpath)
+        steps = distributed.from_writer(lambda: _open_journal(jpath, header, n))
     removed = [int(s["filter"]) for s in steps]
     base_accuracy = steps[0]["accuracy"] + steps[0]["car"] if steps else None
     total = n_remove
     with tqdm(total=total, initial=min(len(steps), total), desc=f"greedy {name}",
-              unit="step", disable=not progress) as bar:
+              unit="step", disable=not (progress and distributed.is_writer())) as bar:
         while len(steps) < n_remove:
             remaining = [k for k in range(n) if k not in removed]
             base, cand, counts = engine.evaluate(removed, remaining)
@@ -210,7 +222,7 @@ def greedy_prune(
             steps.append(row)
             removed.append(remaining[best])
             crash_point("greedy-step")
-            if jpath is not None:
+            if jpath is not None and distributed.is_writer():
                 _write_journal(jpath, header, steps)
             crash_point("greedy-journaled")
             bar.update(1)

@@ -25,6 +25,10 @@ again with half the (image, filter) pairs per pass (then half the images per bat
 pass fits: the counts are sums over passes, so the result is the same. The peak GPU memory
 and any retries are in :meth:`Engine.memory_summary` (and the result tables' ``attrs``).
 
+Several processes. Under an initialised ``torch.distributed`` process group each rank counts
+its own contiguous block of whole batches (:mod:`carlib.distributed`) and the integer counts
+are summed over the ranks: every rank gets the counts of one process computing everything.
+
 The model is always evaluated in eval mode (a model handed over in train mode gives the same
 counts as in eval mode); every submodule of the caller's model is left in the mode it had.
 """
@@ -34,10 +38,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import distributed
 from ..data import DataLike, dataset_labels, num_images
 from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
 from .device import eval_mode, fast_bf16, model_on, resolve_device, strict_fp32
+from .correct import Counts
 from .fast import FastPath
 from .inputs import check_count, check_images, check_model_fits
 from .masked import MaskedPath
@@ -125,19 +131,23 @@ class Engine:
         if self.n_images == 0:
             raise CarlibError("the dataset has no images; choose a split or subset with images")
         check_images(moved, data)
-        check_model_fits(moved, data, self.device)
+        width = check_model_fits(moved, data, self.device)
         self.labels = dataset_labels(data)
         self.n_filters = self.plan.layer.filters
         self.topk = topk
         self.screen_safety = float(screen_safety)
         self.num_classes: int | None = None
+        self._set_classes(width)  # every label checked before any rank counts
         gpu = self.device.type == "cuda"
         # measured on an H100 (bench/README.md): 1024-image batches and >= 1024 pairs per pass
         # run 1.8-2.2x faster than 256; on a 2-core CPU 256 pairs per pass are fastest
         self.batch_size = self.batch_size or (1024 if gpu else 256)
+        #: this rank's images, whole batches (all of them in a single process)
+        self.local_data = distributed.shard(data, self.n_images, self.batch_size)
+        self.n_local = num_images(self.local_data)
         if precision == "auto":
             precision = "bf16-checked" if fast_bf16(self.device) else "fp32"
-        run = Run(self.plan, data, self.device, self.batch_size, topk, self._set_classes, pair_batch)
+        run = Run(self.plan, self.local_data, self.device, self.batch_size, topk, self._set_classes, pair_batch)
         if self.method == "fast":
             self._path = FastPath(
                 run, cache_bytes, group_bytes or ((2 << 30) if gpu else (256 << 20)),
@@ -175,11 +185,16 @@ class Engine:
 
         Returns:
             ``(base, per_candidate, n)``: int64 ``(classes,)``, ``(len(candidates), classes)``
-            and the image count per class ``(classes,)``.
+            and the image count per class ``(classes,)``; summed over the ranks under a
+            process group (``progress`` then counts this rank's images).
         """
+        if self.n_local == 0:  # a rank without images (fewer batches than ranks) adds none
+            c = Counts.zeros(len(candidates), self.num_classes)
+            return distributed.all_reduce_sum(c.base, c.rows, c.images)
         with eval_mode(self.model), strict_fp32(self.device):
-            return self._retrying(lambda: self._path.evaluate(removed, candidates, progress),
-                                  progress)
+            out = self._retrying(lambda: self._path.evaluate(removed, candidates, progress),
+                                 progress)
+        return distributed.all_reduce_sum(*out)
 
     @torch.no_grad()
     def evaluate_prefixes(self, order: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,8 +212,12 @@ class Engine:
                 base, _, counts = self.evaluate(list(order[:k]), [])
                 rows.append(base)
             return torch.stack(rows), counts
+        if self.n_local == 0:
+            c = Counts.zeros(len(order) + 1, self.num_classes, base_is_row0=True)
+            return distributed.all_reduce_sum(c.rows, c.images)
         with eval_mode(self.model), strict_fp32(self.device):
-            return self._retrying(lambda: self._path.evaluate_prefixes(order), None)
+            out = self._retrying(lambda: self._path.evaluate_prefixes(order), None)
+        return distributed.all_reduce_sum(*out)
 
     def _retrying(self, compute, progress) -> tuple:
         """``compute()``; after a CUDA out-of-memory error, again with half the (image, filter)

@@ -86,7 +86,7 @@ def check_images(model: nn.Module, data: DataLike) -> None:
 
 
 @torch.no_grad()
-def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> None:
+def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> int:
     """Run the model (in eval mode, by the caller) on an empty batch shaped like ``data``'s
     images (every shape check, no arithmetic): their size must suit the model, which must
     return a batch of logits.
@@ -96,6 +96,9 @@ def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> 
         data: the images.
         device: where the model is.
 
+    Returns:
+        The number of logits per image (the model's classes).
+
     Raises:
         CarlibError: the model fails on an image of that size, or does not return logits.
 
@@ -103,6 +106,7 @@ def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> 
         >>> check_model_fits(nn.Sequential(nn.Conv2d(3, 2, 8), nn.Flatten()),
         ...                  (torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.long)),
         ...                  torch.device("cpu"))
+        2
     """
     x = _first_image(data)[:0]
     shape = tuple(x.shape[1:])
@@ -116,3 +120,4 @@ def check_model_fits(model: nn.Module, data: DataLike, device: torch.device) -> 
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CarlibError(f"the model returns {got} for images of shape {shape}, not "
                           "(images, classes) logits; pass a classification model")
+    return int(out.shape[1])
