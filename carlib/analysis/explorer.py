@@ -32,7 +32,7 @@ from .study import Study
 __all__ = ["LayerExplorer", "PruneResult", "subset_indices", "car_colors", "png_bytes", "DEFAULT_IMAGES"]
 
 #: Images the live pruning runs on at most (evenly spaced among the greedy images).
-DEFAULT_IMAGES = 100
+DEFAULT_IMAGES = 50
 
 
 def subset_indices(n: int, k: int | None) -> np.ndarray:
