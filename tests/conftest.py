@@ -200,3 +200,41 @@ def pytest_collection_modifyitems(config, items):
         for marker, skip in skips.items():
             if skip is not None and item.get_closest_marker(marker) is not None:
                 item.add_marker(skip)
+
+
+def mini_cli_world(tmp) -> tuple:
+    """A miniature Tiny ImageNet (3 classes, 8 val images each) as ``$CARLIB_DATA_DIR``, an empty
+    project home, and ``alexnet-tiny`` weights that predict only those classes (so pruning a
+    filter changes answers). Returns ``(weights, env)``: the checkpoint and the environment."""
+    from carlib import AlexNetTiny
+    from test_data import make_tiny
+
+    src, home = tmp / "shared", tmp / "home"
+    src.mkdir()
+    home.mkdir()
+    make_tiny(src, train_per_class=1, val_per_class=8)
+    torch.manual_seed(0)
+    model = AlexNetTiny()
+    with torch.no_grad():  # predict the data's three classes only, each for some images
+        model.classifier[-1].bias.zero_()
+        model.classifier[-1].bias[3:] = -1e4
+        model.classifier[-1].weight[:3] *= 50
+    weights = tmp / "w.pt"
+    torch.save(model.state_dict(), weights)
+    return weights, {"CARLIB_DATA_DIR": str(src), "CARLIB_HOME": str(home), "CARLIB_NO_DOWNLOAD": "1"}
+
+
+def folder_copy(ds, folder):
+    """The images of an in-memory dataset saved as PNG files and read back as a
+    :class:`~carlib.data.FolderDataset` (the way ImageNet is read)."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from carlib.data import FolderDataset
+
+    samples = []
+    for i, (img, y) in enumerate(zip(ds.images, ds.labels)):
+        Image.fromarray(img).save(folder / f"{i}.png")
+        samples.append((str(folder / f"{i}.png"), int(y)))
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(ds.mean, ds.std)])
+    return FolderDataset("t", "val", samples, ds.classes, ds.class_names, tf)

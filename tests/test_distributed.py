@@ -19,13 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from carlib import AlexNetTiny, car_index, greedy_prune
+from carlib import car_index, greedy_prune
 from carlib.cli import main
 from carlib.distributed import active, from_writer, is_writer, shard, shard_bounds, world_size
 from carlib.errors import CarlibError
 from carlib.tables import write_table
-from conftest import SmallBNNet
-from test_data import make_tiny
+from conftest import SmallBNNet, mini_cli_world
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -155,19 +154,7 @@ def test_api_under_a_process_group_gives_one_process_bytes(bn_net, tmp_path):
 def cli_setup(tmp_path_factory):
     """A miniature Tiny ImageNet, a network whose filters matter, one process's results."""
     tmp = tmp_path_factory.mktemp("dist")
-    src, home = tmp / "shared", tmp / "home"
-    src.mkdir()
-    home.mkdir()
-    make_tiny(src, train_per_class=1, val_per_class=8)
-    torch.manual_seed(0)
-    model = AlexNetTiny()
-    with torch.no_grad():  # predict the data's three classes only, each for some images
-        model.classifier[-1].bias.zero_()
-        model.classifier[-1].bias[3:] = -1e4
-        model.classifier[-1].weight[:3] *= 50
-    weights = tmp / "w.pt"
-    torch.save(model.state_dict(), weights)
-    env = {"CARLIB_DATA_DIR": str(src), "CARLIB_HOME": str(home), "CARLIB_NO_DOWNLOAD": "1"}
+    weights, env = mini_cli_world(tmp)
     one = tmp / "one"
     one.mkdir()
     with pytest.MonkeyPatch.context() as mp:

@@ -18,12 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from carlib import AlexNetTiny
 from carlib.cli import main
 from carlib.greedy import STEP_FIELDS
-from test_data import make_tiny
+from conftest import mini_cli_world
 
 LAYER, N_REMOVE = "conv5", 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,19 +49,7 @@ DEFAULT_TRIALS = 4
 def setup(tmp_path_factory):
     """Data, a network whose filters matter, and the uninterrupted run's table and journal."""
     tmp = tmp_path_factory.mktemp("faults")
-    src, home = tmp / "shared", tmp / "home"
-    src.mkdir()
-    home.mkdir()
-    make_tiny(src, train_per_class=1, val_per_class=8)
-    torch.manual_seed(0)
-    model = AlexNetTiny()
-    with torch.no_grad():  # predict the data's three classes only, each for some images
-        model.classifier[-1].bias.zero_()
-        model.classifier[-1].bias[3:] = -1e4
-        model.classifier[-1].weight[:3] *= 50
-    weights = tmp / "w.pt"
-    torch.save(model.state_dict(), weights)
-    env = {"CARLIB_DATA_DIR": str(src), "CARLIB_HOME": str(home), "CARLIB_NO_DOWNLOAD": "1"}
+    weights, env = mini_cli_world(tmp)
     base = tmp / "base"
     base.mkdir()
     with pytest.MonkeyPatch.context() as mp:

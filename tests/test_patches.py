@@ -28,20 +28,13 @@ def test_patches_of_images_decoded_from_files(bn_net, tmp_path):
     """Images read from files (as ImageNet is): the same patches as the same pixels in memory."""
     import numpy as np
     import pytest
-    from PIL import Image
-    from torchvision import transforms
 
-    from carlib.data import FolderDataset
     from carlib.errors import CarlibError
+    from conftest import folder_copy
 
     model, x, y = bn_net
     ds = uint8_dataset()
-    samples = []
-    for i, (img, label) in enumerate(zip(ds.images, ds.labels)):
-        Image.fromarray(img).save(tmp_path / f"{i}.png")
-        samples.append((str(tmp_path / f"{i}.png"), int(label)))
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(ds.mean, ds.std)])
-    folder = FolderDataset("t", "val", samples, ds.classes, ds.class_names, tf)
+    folder = folder_copy(ds, tmp_path)
     assert folder.image_size == ds.image_size and (folder.pixels([0, 5]) == ds.images[[0, 5]]).all()
     mem = top_patches(model, "conv2", ds, [0, 3, 7], n=3)
     files = top_patches(model, "conv2", folder, [0, 3, 7], n=3, batch_size=5)

@@ -59,19 +59,11 @@ def test_activations_and_response_index(bn_net):
 def test_response_index_of_images_decoded_from_files(bn_net, tmp_path):
     """Images read from files (as ImageNet is) get the same index as the same pixels in memory:
     the grayscale versions are made from the 8-bit pixels behind the normalized tensors."""
-    from PIL import Image
-    from torchvision import transforms
-
-    from carlib.data import FolderDataset
+    from conftest import folder_copy
 
     model, _, _ = bn_net
     ds = uint8_dataset()
-    samples = []
-    for i, (img, y) in enumerate(zip(ds.images, ds.labels)):
-        Image.fromarray(img).save(tmp_path / f"{i}.png")
-        samples.append((str(tmp_path / f"{i}.png"), int(y)))
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(ds.mean, ds.std)])
-    folder = FolderDataset("t", "val", samples, ds.classes, ds.class_names, tf)
+    folder = folder_copy(ds, tmp_path)
     mem = color_index_responses(model, "conv1", ds, top_n=4)
     files = color_index_responses(model, "conv1", folder, top_n=4, batch_size=5)
     assert files["filter"].tolist() == mem["filter"].tolist()
