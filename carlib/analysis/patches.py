@@ -101,19 +101,21 @@ def top_patches(model: nn.Module, layer: "str | LayerPlan", data: DataLike, filt
         width = a.shape[3]
     vals, poss = torch.cat(peak_val), torch.cat(peak_pos)
     size, jump, pad = receptive_field(model, plan)
-    h, w = data.image_size
+    orders = [torch.argsort(vals[:, j], descending=True, stable=True)[:n].tolist() for j in range(len(ks))]
+    shown = sorted({img for order in orders for img in order})  # each image decoded once
+    pixels = dict(zip(shown, data.pixels(shown)))
+    h, w = next(iter(pixels.values())).shape[:2]
     out: dict[int, list[Patch]] = {}
-    for j, k in enumerate(ks):
-        order = torch.argsort(vals[:, j], descending=True, stable=True)[:n]
+    for j, (k, order) in enumerate(zip(ks, orders)):
         patches = []
-        for img in order.tolist():
+        for img in order:
             pos = int(poss[img, j])
             y, x = divmod(pos, width)
             top, left = y * jump - pad, x * jump - pad
             crop = np.zeros((size, size, 3), dtype=np.uint8)
             y0, y1 = max(0, top), min(h, top + size)
             x0, x1 = max(0, left), min(w, left + size)
-            crop[y0 - top : y1 - top, x0 - left : x1 - left] = data.pixels([img])[0, y0:y1, x0:x1]
+            crop[y0 - top : y1 - top, x0 - left : x1 - left] = pixels[img][y0:y1, x0:x1]
             patches.append(Patch(k, img, y, x, float(vals[img, j]), crop))
         out[k] = patches
     return out

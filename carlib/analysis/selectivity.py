@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data import DataLike, ImageDataset, as_batches
+from ..data import DataLike, as_batches
 from ..graph import LayerPlan, analyze
 from .activations import mask_point_activations
 
@@ -63,16 +63,6 @@ def color_index_weights(conv: nn.Conv2d) -> np.ndarray:
 def _to_gray(pixels: np.ndarray) -> np.ndarray:
     g = (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
     return np.repeat(np.clip(np.rint(g), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
-
-
-def _gray_normalized(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Normalized images shown in grayscale: back to 8-bit pixels, ITU-R 601 luma replicated to
-    R, G and B (rounded as :func:`_to_gray` rounds), normalized again."""
-    mean, std = mean.view(1, 3, 1, 1).to(x), std.view(1, 3, 1, 1).to(x)
-    pix = torch.clamp(torch.round((x * std + mean) * 255), 0, 255)
-    luma = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    g = torch.clamp(torch.round((pix * luma).sum(dim=1, keepdim=True)), 0, 255) / 255
-    return (g.expand_as(x) - mean) / std
 
 
 def weights_index_applies(conv: nn.Conv2d) -> bool:
@@ -115,21 +105,15 @@ def color_index_responses(model: nn.Module, layer: str | LayerPlan, data: DataLi
         >>> color_index_responses(load_model(), "conv1", load_dataset(per_class=1))  # doctest: +SKIP
     """
     plan = analyze(model, layer)
-    in_memory = isinstance(data, ImageDataset)
     peaks = [mask_point_activations(model, plan, x).amax(dim=(2, 3))
              for x, _ in as_batches(data, batch_size)]
     peaks_t = torch.cat(peaks)  # (N, C)
-    mean, std = (None, None) if in_memory else data.normalization
     ks = list(range(peaks_t.shape[1])) if filters is None else list(filters)
     rows = []
     for k in ks:
         top = torch.argsort(peaks_t[:, k], descending=True, stable=True)[:top_n].numpy()
         top = np.sort(top)
-        if in_memory:
-            gray = data.normalize(_to_gray(data.images[top]))
-        else:
-            gray = torch.cat([_gray_normalized(x, mean, std)
-                              for x, _ in as_batches(data.subset(top), batch_size)])
+        gray = data.normalize(_to_gray(data.pixels(top)))
         r_gray = mask_point_activations(model, plan, gray)[:, k].amax(dim=(1, 2))
         r_color = peaks_t[top, k]
         rc, rg = float(r_color.mean()), float(r_gray.mean())

@@ -71,10 +71,7 @@ class ImageDataset:
 
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 ``(N, H, W, 3)`` pixels -> normalized float ``(N, 3, H, W)``."""
-        x = torch.as_tensor(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std).contiguous()
+        return _normalize_pixels(pixels, torch.tensor(self.mean), torch.tensor(self.std))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.normalize(self.images[i : i + 1])[0], int(self.labels[i])
@@ -155,6 +152,11 @@ class FolderDataset:
                 return torch.tensor(t.mean), torch.tensor(t.std)
         return torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
 
+    def normalize(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` pixels as the model sees them (:meth:`pixels`) -> normalized
+        float ``(N, 3, H, W)``, as the transform normalizes."""
+        return _normalize_pixels(pixels, *self.normalization)
+
     @property
     def image_size(self) -> tuple[int, int]:
         """``(H, W)`` of the images as the model sees them (after the transform)."""
@@ -182,6 +184,12 @@ class FolderDataset:
 
 
 DataLike = Union[ImageDataset, FolderDataset, Sequence[torch.Tensor]]
+
+
+def _normalize_pixels(pixels: np.ndarray | torch.Tensor, mean: torch.Tensor,
+                      std: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+    return x.sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1)).contiguous()
 
 
 def _check_pair(data: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
