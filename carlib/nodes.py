@@ -75,8 +75,9 @@ def is_act(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
 
     Example:
         >>> gm = fx.symbolic_trace(nn.Sequential(nn.Sigmoid()))
-        >>> is_act(list(gm.graph.nodes)[1], dict(gm.named_modules()))
-        True
+        >>> mods, sigmoid = dict(gm.named_modules()), list(gm.graph.nodes)[1]
+        >>> is_act(sigmoid, mods), is_zero_act(sigmoid, mods)
+        (True, False)
     """
     if is_zero_act(node, mods):
         return True
@@ -88,8 +89,8 @@ def is_channelwise(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
 
     Example:
         >>> gm = fx.symbolic_trace(nn.Sequential(nn.MaxPool2d(2)))
-        >>> is_channelwise(list(gm.graph.nodes)[1], dict(gm.named_modules()))
-        True
+        >>> [is_channelwise(n, dict(gm.named_modules())) for n in gm.graph.nodes]
+        [False, True, False]
     """
     return matches(node, mods, CHANNELWISE_MODULES, CHANNELWISE_FUNCS, ZERO_ACT_METHODS)
 
