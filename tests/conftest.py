@@ -124,12 +124,25 @@ def bn_net(_bn_net):
 
 
 @pytest.fixture(scope="session")
-def _tv_alexnet():
+def _tv_alexnet(tmp_path_factory):
+    """Fitted once per test run: the first pytest-xdist worker saves the weights in the run's
+    shared temporary folder, the others load them (the fit takes half a minute)."""
     from torchvision.models import alexnet
 
-    torch.manual_seed(0)
+    from carlib.files import file_lock
+
     x, y = prototype_data(48, 10, 64, seed=2)
-    model = fit(alexnet(num_classes=10, dropout=0.0), x, y, steps=40, lr=0.01)
+    torch.manual_seed(0)
+    model = alexnet(num_classes=10, dropout=0.0)
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tv_alexnet.pt"
+    with file_lock(shared):
+        if shared.is_file():
+            model.load_state_dict(torch.load(shared, weights_only=True))
+            return model.eval(), x, y
+        model = fit(model, x, y, steps=40, lr=0.01)
+        torch.save(model.state_dict(), shared.with_suffix(".tmp"))
+        shared.with_suffix(".tmp").replace(shared)
     return model, x, y
 
 
@@ -191,6 +204,8 @@ def pytest_collection_modifyitems(config, items):
         "faults": None if config.getoption("--run-faults") else
         pytest.mark.skip(reason="every fault trial; run with --run-faults (make test-faults)"),
     }
+    # the golden test fills results/smoke/ first; the other modules of its group then read it
+    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] != "test_golden")
     for item in items:
         # under `pytest -n N --dist loadgroup` (make test) a module's tests stay on one worker
         # (module fixtures are built once), and the modules sharing results/smoke/ on the same one

@@ -42,10 +42,11 @@ def test_heldout_accuracy_matches_naive_on_unseen_images(tmp_path, monkeypatch):
     from carlib.reference import accuracy_counts_naive
 
     monkeypatch.setattr(E, "results_dir", lambda name: tmp_path)
-    study = E.Study("smoke", progress=False, per_class=2)  # greedy on 1 image per class
+    # greedy on 1 image per class of 20 classes, the other image of each class held out
+    study = E.Study("smoke", progress=False, per_class=2, max_classes=20)
     held = study.heldout_data()
-    assert held is not None and len(held) == len(study.greedy_data) == 40
-    assert np.array_equal(np.sort(held.labels), np.arange(40))
+    assert held is not None and len(held) == len(study.greedy_data) == 20
+    assert np.array_equal(np.sort(held.labels), np.arange(20))
     # disjoint from the greedy images: no held-out image equals a greedy image
     g = study.greedy_data.images.reshape(len(study.greedy_data), -1)
     h = held.images.reshape(len(held), -1)
@@ -53,7 +54,7 @@ def test_heldout_accuracy_matches_naive_on_unseen_images(tmp_path, monkeypatch):
 
     table = study.heldout_accuracy("conv1")
     assert set(table["method"]) == {"none", "car-greedy", "car-oneshot", "l1", "random"}
-    assert (table["n_images"] == 40).all()
+    assert (table["n_images"] == 20).all()
     greedy = [int(f) for f in study.greedy("conv1")["filter"]]
     for _, row in table.iterrows():
         if row["method"] == "none":
@@ -95,20 +96,20 @@ def test_sharded_car_equals_one_pass_and_resumes(tmp_path, monkeypatch):
     """A profile with ``shard_images`` counts in cached shards; the sums give the one-pass
     table exactly, and a lost shard is recomputed alone."""
     monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / "one-pass")
-    one = E.Study("smoke", progress=False).car_per_class("conv2")
+    one = E.Study("smoke", progress=False).car_per_class("conv1")
     monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
     sharded = E.Study("smoke", progress=False, shard_images=15)
-    got = sharded.car_per_class("conv2")
+    got = sharded.car_per_class("conv1")
     pd.testing.assert_frame_equal(got, one)
-    parts = sorted((tmp_path / "smoke" / "parts").glob("car_counts_conv2_*.csv"))
-    assert [p.name for p in parts] == [f"car_counts_conv2_{i:06d}.csv" for i in (0, 15, 30)]
-    (tmp_path / "smoke" / "car_per_class_conv2.csv").unlink()
+    parts = sorted((tmp_path / "smoke" / "parts").glob("car_counts_conv1_*.csv"))
+    assert [p.name for p in parts] == [f"car_counts_conv1_{i:06d}.csv" for i in (0, 15, 30)]
+    (tmp_path / "smoke" / "car_per_class_conv1.csv").unlink()
     parts[1].unlink()
     calls = []
     again = E.Study("smoke", progress=False, shard_images=15)
     orig = again._car_counts
     monkeypatch.setattr(again, "_car_counts", lambda *a: calls.append(a[1][0]) or orig(*a))
-    pd.testing.assert_frame_equal(again.car_per_class("conv2"), one)
+    pd.testing.assert_frame_equal(again.car_per_class("conv1"), one)
     assert calls == [15]
 
 
