@@ -48,7 +48,7 @@ def wilson_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    return (0.0 if k == 0 else float(centre - half)), (1.0 if k == n else float(centre + half))
 
 
 def _rank_rows(a: np.ndarray) -> np.ndarray:
