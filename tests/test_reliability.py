@@ -10,8 +10,8 @@ import pytest
 
 from carlib.analysis import reliability
 from carlib.analysis.reliability import (car_on_images, class_halves, lowest_k, pairwise_jaccard,
-                                         replicate_color_counts, split_half, stratified_halves,
-                                         topk_frequency)
+                                         replicate_color_counts, split_half, split_half_images,
+                                         stratified_halves, stratified_split, topk_frequency)
 from carlib.analysis.stats import jaccard_chance
 
 
@@ -84,6 +84,22 @@ def test_car_on_images_and_halves():
     h = stratified_halves(odd)
     assert abs(len(h[0]) - len(h[1])) <= 1 and sorted(np.concatenate(h)) == list(range(7))
     assert [x.tolist() for x in stratified_halves(labels, 5)] == [x.tolist() for x in stratified_halves(labels, 5)]
+
+
+def test_stratified_split_deals_one_image_per_class_to_each_part():
+    labels = np.repeat(np.arange(20), 10)
+    parts = stratified_split(labels, 10, seed=3)
+    assert all(sorted(labels[p].tolist()) == list(range(20)) for p in parts)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(200))
+
+
+def test_split_half_images_is_split_half_on_the_stratified_halves():
+    base, pruned, labels = _planted_correctness(600, np.linspace(0, 0.3, 24), seed=8)
+    r = split_half_images(base, pruned, labels, seed=2, k=6, n_perm=499, n_boot=100)
+    a, b = stratified_halves(labels, seed=2)
+    want = split_half(car_on_images(base, pruned, a), car_on_images(base, pruned, b), seed=2, k=6,
+                      n_perm=499, n_boot=100)
+    assert r["n_images"] == (300, 300) and {k: r[k] for k in want} == want
 
 
 def test_class_halves_equal_car_on_the_halves_images():

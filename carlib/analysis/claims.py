@@ -150,8 +150,11 @@ def class_importance_test(per_class: pd.DataFrame, activation: pd.DataFrame, *, 
         level: coverage.
 
     Returns:
-        ``{"mean_rho", "low", "high", "p", "null_mean", "n_filters", "n_constant", "n_classes",
-        "zero_share", "n_values", "per_filter"}``: ``zero_share`` is the share of the
+        ``{"mean_rho", "low", "high", "excess", "p", "null_mean", "n_filters", "n_constant",
+        "n_classes", "zero_share", "n_values", "per_filter"}``: ``excess = mean_rho - null_mean``
+        (what the filter's identity adds to the profile all filters share: a class the network
+        gets right more often has more to lose, and some classes drive most filters harder);
+        ``zero_share`` is the share of the
         ``n_values`` per-class CAR values exactly 0 (many zeros: too few images per class);
         ``per_filter`` a ``filter, rho, nonzero`` table (nan rho for constant profiles).
 
@@ -182,7 +185,7 @@ def class_importance_test(per_class: pd.DataFrame, activation: pd.DataFrame, *, 
         null[i] = np.nanmean(corr[cycle, np.roll(cycle, -1)])
     boot = np.array([np.nanmean(rho[ok][rng.integers(0, ok.sum(), ok.sum())]) for _ in range(n_boot)])
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return {"mean_rho": obs, "low": float(lo), "high": float(hi),
+    return {"mean_rho": obs, "low": float(lo), "high": float(hi), "excess": obs - float(null.mean()),
             "p": float((1 + np.sum(null >= obs - 1e-12)) / (1 + n_perm)), "null_mean": float(null.mean()),
             "n_filters": int(ok.sum()), "n_constant": int((~ok).sum()), "n_classes": c,
             "zero_share": float(np.mean(car == 0)), "n_values": int(car.size),

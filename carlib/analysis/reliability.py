@@ -4,11 +4,12 @@
   :func:`topk_frequency` (how often each filter is among the first ``k``), :func:`pairwise_jaccard`
   (overlaps, against :func:`~carlib.analysis.stats.jaccard_chance`), :func:`replicate_color_counts`
   (color filters among the first ``k`` of each replicate; mean with a t interval over replicates).
+  :func:`stratified_split` deals the images into disjoint 1-per-class (or n-per-class) sets.
 * Split-half reliability of CAR: :func:`split_half` compares CAR measured on two disjoint image
   halves (Spearman with intervals and a permutation p, Spearman-Brown reliability of the whole,
   overlap of the ``k`` lowest-CAR filters against its hypergeometric chance). The halves come
-  from per-image correctness (:func:`car_on_images`, :func:`stratified_halves`) or from a
-  per-class CAR table split by classes (:func:`class_halves`).
+  from per-image correctness (:func:`split_half_images`: :func:`car_on_images` on
+  :func:`stratified_halves`) or from a per-class CAR table split by classes (:func:`class_halves`).
 
 Ties in CAR are broken by the lower filter index, as in the greedy loop.
 """
@@ -26,7 +27,8 @@ from .selectivity import hypergeom_enrichment
 from .stats import LEVEL, jaccard_chance, spearman_brown, spearman_test, wilson_interval
 
 __all__ = ["topk_frequency", "pairwise_jaccard", "replicate_color_counts", "lowest_k",
-           "car_on_images", "stratified_halves", "class_halves", "split_half"]
+           "car_on_images", "stratified_split", "stratified_halves", "class_halves", "split_half",
+           "split_half_images"]
 
 
 def _tops(selections: Sequence[Sequence[int]], k: int) -> list[list[int]]:
@@ -176,11 +178,40 @@ def car_on_images(base_correct: np.ndarray, pruned_correct: np.ndarray, images: 
     return base.mean() - pruned.mean(axis=1)
 
 
-def stratified_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split images into two disjoint halves with each class divided as evenly as possible.
+def stratified_split(labels: np.ndarray, parts: int = 2, seed: int = 0) -> list[np.ndarray]:
+    """Split images into ``parts`` disjoint subsets with each class divided as evenly as possible
+    (the replicates' image sets, or the two halves of a split-half).
 
-    Each class's images are shuffled and dealt alternately; the half that gets a class's odd
-    image alternates from class to class, so the halves differ by at most one image.
+    Each class's images are shuffled and dealt in turn; the subset that gets a class's first
+    image continues from where the previous class stopped, so the subsets differ in size by at
+    most one image.
+
+    Args:
+        labels: ``(N,)`` class of each image.
+        parts: number of subsets (10 images per class and ``parts=10``: ten 1-per-class sets).
+        seed: random seed.
+
+    Returns:
+        ``parts`` sorted index arrays.
+
+    Example:
+        >>> [len(p) for p in stratified_split(np.array([0, 0, 1, 1, 1, 2]), 3)]
+        [2, 2, 2]
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    out: list[list[int]] = [[] for _ in range(parts)]
+    start = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for j, i in enumerate(idx):
+            out[(j + start) % parts].append(int(i))
+        start = (start + len(idx)) % parts
+    return [np.sort(np.array(o, dtype=np.int64)) for o in out]
+
+
+def stratified_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stratified_split` in two.
 
     Args:
         labels: ``(N,)`` class of each image.
@@ -194,16 +225,8 @@ def stratified_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np
         >>> len(a), len(b), len(np.intersect1d(a, b))
         (3, 3, 0)
     """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    halves: tuple[list[int], list[int]] = ([], [])
-    odd = 0
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        for j, i in enumerate(idx):
-            halves[(j + odd) % 2].append(int(i))
-        odd = (odd + len(idx)) % 2
-    return np.sort(halves[0]), np.sort(halves[1])
+    a, b = stratified_split(labels, 2, seed)
+    return a, b
 
 
 def class_halves(per_class: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -276,3 +299,32 @@ def split_half(car_a: pd.DataFrame | np.ndarray, car_b: pd.DataFrame | np.ndarra
             "reliability": spearman_brown(t["rho"]), "reliability_low": spearman_brown(t["fisher_low"]),
             "reliability_high": spearman_brown(t["fisher_high"]), "k": k, "shared_lowest": shared,
             "expected_shared": e["expected"], "p_shared": e["p_greater"]}
+
+
+def split_half_images(base_correct: np.ndarray, pruned_correct: np.ndarray, labels: np.ndarray, *,
+                      seed: int = 0, **kwargs: object) -> dict:
+    """:func:`split_half` of CAR on two stratified halves of the images (:func:`stratified_halves`),
+    from per-image correctness.
+
+    Args:
+        base_correct: ``(N,)`` whether the unpruned network is right on each image.
+        pruned_correct: ``(filters, N)`` the same with each filter pruned alone.
+        labels: ``(N,)`` class of each image.
+        seed: seed of the split (and of the test).
+        **kwargs: ``k``, ``n_perm``, ``n_boot``, ``level`` of :func:`split_half`.
+
+    Returns:
+        :func:`split_half`'s dict and ``n_images``: the two halves' sizes.
+
+    Example:
+        >>> rng = np.random.default_rng(0); base = rng.random(400) < 0.6
+        >>> pruned = base & (rng.random((30, 400)) >= np.linspace(0, 0.5, 30)[:, None])
+        >>> r = split_half_images(base, pruned, np.arange(400) % 20, k=5, n_perm=999, n_boot=100)
+        >>> r["n_images"], r["rho"] > 0.7
+        ((200, 200), True)
+    """
+    a, b = stratified_halves(labels, seed)
+    r = split_half(car_on_images(base_correct, pruned_correct, a),
+                   car_on_images(base_correct, pruned_correct, b), seed=seed, **kwargs)
+    r["n_images"] = (len(a), len(b))
+    return r
