@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from carlib.analysis.activations import class_mean_activations, mask_point_activations
 
-from conftest import uint8_dataset
+from conftest import SmallBNNet, randomize_bn, uint8_dataset
 
 
-def test_class_mean_activations_match_the_mask_point(bn_net):
-    model, x, y = bn_net
+def _net():
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 3, 16, 16), torch.arange(40) % 7
+    return randomize_bn(SmallBNNet()), x, y
+
+
+def test_class_mean_activations_match_the_mask_point():
+    model, x, y = _net()
     got = class_mean_activations(model, "conv2", (x[:40], y[:40]), batch_size=16)
     peaks = mask_point_activations(model, "conv2", x[:40]).amax(dim=(2, 3)).double().numpy()
     classes = np.unique(y[:40].numpy())
@@ -20,8 +27,8 @@ def test_class_mean_activations_match_the_mask_point(bn_net):
     assert got.columns.tolist() == classes.tolist()
 
 
-def test_class_mean_activations_of_a_dataset(bn_net):
-    model, _, _ = bn_net
+def test_class_mean_activations_of_a_dataset():
+    model, _, _ = _net()
     ds = uint8_dataset()
     got = class_mean_activations(model, "conv1", ds)
     assert got.shape == (8, 3) and np.isfinite(got.to_numpy()).all()
