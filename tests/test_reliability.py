@@ -140,3 +140,16 @@ def test_split_half_of_equal_filters_is_not_reliable():
     assert r["p"] > 0.05 and r["fisher_low"] < 0 < r["fisher_high"] and r["p_shared"] > 0.05
     with pytest.raises(ValueError):
         split_half(np.zeros(4), np.zeros(5))
+
+
+def test_split_half_overlap_does_not_count_ties_as_agreement():
+    """Two unrelated halves where most filters have CAR exactly 0: breaking the ties by the
+    filter index would put the same low-index filters in both bottom sets."""
+    rng = np.random.default_rng(9)
+    a, b = np.zeros(64), np.zeros(64)
+    a[rng.permutation(64)[:10]] = 0.01
+    b[rng.permutation(64)[:10]] = 0.01
+    assert len(set(lowest_k(a, 20)) & set(lowest_k(b, 20))) >= 15  # index ties: spurious overlap
+    r = split_half(a, b, k=20, n_perm=999, n_boot=100)
+    assert r["p_shared"] > 0.05
+    assert lowest_k(a, 20, seed=1) != lowest_k(a, 20, seed=2)  # random tie orders differ

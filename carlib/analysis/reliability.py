@@ -11,7 +11,8 @@
   from per-image correctness (:func:`split_half_images`: :func:`car_on_images` on
   :func:`stratified_halves`) or from a per-class CAR table split by classes (:func:`class_halves`).
 
-Ties in CAR are broken by the lower filter index, as in the greedy loop.
+Ties in CAR are broken by the lower filter index, as in the greedy loop, except in the
+split-half overlap (:func:`split_half`), where they are broken at random in each half.
 """
 
 from __future__ import annotations
@@ -137,13 +138,14 @@ def _car_array(car: pd.DataFrame | np.ndarray) -> np.ndarray:
     return np.asarray(car, dtype=float)
 
 
-def lowest_k(car: pd.DataFrame | np.ndarray, k: int) -> list[int]:
-    """The ``k`` filters with the lowest CAR (the first ``k`` a one-shot CAR order prunes; ties:
-    the lower filter index).
+def lowest_k(car: pd.DataFrame | np.ndarray, k: int, seed: int | None = None) -> list[int]:
+    """The ``k`` filters with the lowest CAR.
 
     Args:
         car: a CAR table (``filter, car``) or the CAR of every filter (position = filter).
         k: how many.
+        seed: ``None``: ties broken by the lower filter index (the first ``k`` a one-shot CAR
+            order prunes); else ties broken in a random order drawn with this seed.
 
     Returns:
         Filter indices, lowest CAR first.
@@ -153,7 +155,8 @@ def lowest_k(car: pd.DataFrame | np.ndarray, k: int) -> list[int]:
         [1, 2, 3]
     """
     c = _car_array(car)
-    return [int(i) for i in np.lexsort((np.arange(len(c)), c))[:k]]
+    tie = np.arange(len(c)) if seed is None else np.random.default_rng(seed).permutation(len(c))
+    return [int(i) for i in np.lexsort((tie, c))[:k]]
 
 
 def car_on_images(base_correct: np.ndarray, pruned_correct: np.ndarray, images: np.ndarray) -> np.ndarray:
@@ -278,7 +281,8 @@ def split_half(car_a: pd.DataFrame | np.ndarray, car_b: pd.DataFrame | np.ndarra
         permutation p (null: no association); ``reliability`` is its Spearman-Brown correction
         ``2 rho / (1 + rho)`` (the reliability of CAR on both halves together), its interval the
         Fisher interval so transformed; ``shared_lowest`` counts filters among the ``k`` lowest
-        CAR of both halves, against ``k * k / n`` expected for unrelated halves, with the
+        CAR of both halves (ties in each half broken in a random order, seeded ``seed`` and
+        ``seed + 1``), against ``k * k / n`` expected for unrelated halves, with the
         hypergeometric ``p_shared = P(X >= shared_lowest)``.
 
     Example:
@@ -292,7 +296,9 @@ def split_half(car_a: pd.DataFrame | np.ndarray, car_b: pd.DataFrame | np.ndarra
         raise ValueError("the two halves must have the CAR of the same filters")
     t = spearman_test(a, b, n_perm=n_perm, n_boot=n_boot, seed=seed, level=level)
     n = len(a)
-    shared = len(set(lowest_k(a, k)) & set(lowest_k(b, k)))
+    # ties broken at random, independently in each half: breaking them by the filter index
+    # would make two halves with many equal CARs (e.g. 0) agree for no reason in the data
+    shared = len(set(lowest_k(a, k, seed=seed)) & set(lowest_k(b, k, seed=seed + 1)))
     e = hypergeom_enrichment(shared, k, k, n)
     return {"n_filters": n, "rho": t["rho"], "p": t["p"], "fisher_low": t["fisher_low"],
             "fisher_high": t["fisher_high"], "boot_low": t["boot_low"], "boot_high": t["boot_high"],
