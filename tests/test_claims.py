@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from carlib.errors import CarlibError
 from carlib.analysis import claims
 from carlib.analysis.claims import (car_color_correlation, class_importance_test, example_filters,
                                     pooled_enrichment, pruned_vs_rest)
@@ -39,7 +40,7 @@ def test_pruned_vs_rest_planted_and_null():
     assert r["p_greater"] == pytest.approx(1 / 2000) and r["rb_low"] > 0 and r["hl_low"] > 0
     null = pruned_vs_rest(color, list(rng.permutation(64)[:20]), n_perm=1999, n_boot=300)
     assert null["p"] > 0.05 and null["rb_low"] < 0 < null["rb_high"]
-    with pytest.raises(ValueError):
+    with pytest.raises(CarlibError):
         pruned_vs_rest(color, list(range(64)))
 
 
@@ -55,6 +56,8 @@ def test_pooled_enrichment_exact_law():
     assert r["pooled"] == 9 and r["slots"] == 15 and r["expected"] == pytest.approx(15 * 20 / 64)
     assert r["p_greater"] == pytest.approx(np.mean(sims >= 9), abs=0.01)
     assert r["p_fisher"] == pytest.approx(sps.combine_pvalues(r["p_each"]).pvalue)
+    with pytest.raises(CarlibError, match="k=5"):
+        pooled_enrichment([[0, 1, 2]], color, k=5)
 
 
 def test_pooled_enrichment_planted_and_null():

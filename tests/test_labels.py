@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from carlib.errors import CarlibError
 from carlib.analysis import labels
 from carlib.analysis.labels import (chromatic_null_quantile, filter_labels, labels_from_responses,
                                     labels_from_weights, spectral_measures, white_noise_quantiles)
@@ -115,7 +116,7 @@ def test_response_labels_of_planted_filters():
 
 def test_filter_labels_picks_the_source():
     net = _planted_net(k=3)
-    with pytest.raises(ValueError, match="data="):
+    with pytest.raises(CarlibError, match="data="):
         filter_labels(net, "conv1")
     big = nn.Sequential(conv_with([gray(gabor(0.0))]), nn.ReLU())
     assert filter_labels(big, "conv1").attrs["source"] == "weights"

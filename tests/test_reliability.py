@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from carlib.errors import CarlibError
 from carlib.analysis import reliability
 from carlib.analysis.reliability import (car_on_images, class_halves, lowest_k, pairwise_jaccard,
                                          replicate_color_counts, split_half, split_half_images,
@@ -33,7 +34,7 @@ def test_topk_frequency_finds_the_stable_filters():
     assert t["in_top"].sum() == 200 and (t["replicates"] == 10).all() and len(t) == 64
     assert (t["low"] <= t["share"]).all() and (t["share"] <= t["high"]).all()
     assert t["chance"].iloc[0] == pytest.approx(20 / 64)
-    with pytest.raises(ValueError):
+    with pytest.raises(CarlibError):
         topk_frequency([sel[0]], 64)
 
 
@@ -77,6 +78,8 @@ def test_car_on_images_and_halves():
     base, pruned, labels = _planted_correctness(1000, np.linspace(0, 0.2, 16), seed=3)
     np.testing.assert_allclose(car_on_images(base, pruned, np.arange(1000)),
                                base.mean() - pruned.mean(axis=1))
+    with pytest.raises(CarlibError, match="no images"):
+        car_on_images(base, pruned, [])
     a, b = stratified_halves(labels, seed=0)
     assert len(np.intersect1d(a, b)) == 0 and len(a) + len(b) == 1000
     assert all(abs(np.sum(labels[a] == c) - np.sum(labels[b] == c)) <= 1 for c in range(50))
@@ -138,7 +141,7 @@ def test_split_half_of_equal_filters_is_not_reliable():
     r = split_half(car_on_images(base, pruned, a), car_on_images(base, pruned, b), k=20,
                    n_perm=1999, n_boot=500)
     assert r["p"] > 0.05 and r["fisher_low"] < 0 < r["fisher_high"] and r["p_shared"] > 0.05
-    with pytest.raises(ValueError):
+    with pytest.raises(CarlibError):
         split_half(np.zeros(4), np.zeros(5))
 
 

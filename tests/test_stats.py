@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from carlib.errors import CarlibError
 from carlib.analysis import stats
 from carlib.analysis.stats import (jaccard_chance, rank_biserial_test, spearman_brown, spearman_test,
                                    wilson_interval)
@@ -59,7 +60,7 @@ def test_spearman_permutation_p_agrees_with_the_t_approximation():
 def test_spearman_is_deterministic_and_refuses_bad_input():
     x, y = _bivariate(20, 0.3, np.random.default_rng(4))
     assert spearman_test(x, y, n_perm=99, n_boot=50) == spearman_test(x, y, n_perm=99, n_boot=50)
-    with pytest.raises(ValueError):
+    with pytest.raises(CarlibError):
         spearman_test(x, y[:-1])
 
 
@@ -84,6 +85,11 @@ def test_rank_biserial_null_is_calibrated():
     cover_rb = np.mean([r["rb_low"] <= 0 <= r["rb_high"] for r in res])
     cover_hl = np.mean([r["hl_low"] <= 0 <= r["hl_high"] for r in res])
     assert 0.015 <= reject <= 0.1 and 0.88 <= cover_rb <= 0.99 and 0.88 <= cover_hl <= 0.99
+
+
+def test_rank_biserial_refuses_an_empty_group():
+    with pytest.raises(CarlibError, match="non-empty"):
+        rank_biserial_test(np.arange(3.0), np.array([]))
 
 
 def test_jaccard_chance_matches_simulation():

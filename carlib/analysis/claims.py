@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..errors import CarlibError
 from .selectivity import hypergeom_enrichment
 from .stats import LEVEL, rank_biserial_test, spearman_test
 from .summaries import most_important
@@ -84,7 +85,7 @@ def pruned_vs_rest(color_index: pd.DataFrame | np.ndarray, pruned: Sequence[int]
     mask = np.zeros(len(idx), dtype=bool)
     mask[list(pruned)] = True
     if mask.all() or not mask.any():
-        raise ValueError("pruned_vs_rest needs pruned filters and others")
+        raise CarlibError(f"{int(mask.sum())} of {len(mask)} filters pruned; pass some pruned filters and leave some")
     return rank_biserial_test(idx[mask], idx[~mask], **kwargs)
 
 
@@ -112,7 +113,7 @@ def pooled_enrichment(selections: Sequence[Sequence[int]], is_color: np.ndarray,
     n, m = len(color), int(color.sum())
     counts = [int(color[[int(f) for f in s[:k]]].sum()) for s in selections]
     if not counts or any(len(s) < k for s in selections):
-        raise ValueError(f"need selections of at least k={k} filters")
+        raise CarlibError(f"pass at least one selection of at least k={k} filters (or a smaller k)")
     pmf = sps.hypergeom(n, m, k).pmf(np.arange(k + 1))
     total = np.array([1.0])
     for _ in counts:

@@ -37,6 +37,7 @@ from scipy import stats as sps
 from torch import nn
 
 from ..data import DataLike
+from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
 from ..layers import resolve_layer
 from .activations import mask_point_activations
@@ -304,5 +305,5 @@ def filter_labels(model: nn.Module, layer: str, data: DataLike | None = None, **
     if weights_index_applies(conv):
         return labels_from_weights(conv, q=float(kwargs.get("q", QUANTILE)))
     if data is None:
-        raise ValueError(f"{layer}: its filters are labeled from responses; pass the images (data=)")
+        raise CarlibError(f"{layer}: its filters are labeled from responses; pass the images (data=)")
     return labels_from_responses(model, layer, data, **kwargs)

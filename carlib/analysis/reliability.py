@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..errors import CarlibError
 from .selectivity import hypergeom_enrichment
 from .stats import LEVEL, jaccard_chance, spearman_brown, spearman_test, wilson_interval
 
@@ -35,7 +36,8 @@ __all__ = ["topk_frequency", "pairwise_jaccard", "replicate_color_counts", "lowe
 def _tops(selections: Sequence[Sequence[int]], k: int) -> list[list[int]]:
     tops = [[int(f) for f in s[:k]] for s in selections]
     if len(tops) < 2 or any(len(t) < k for t in tops):
-        raise ValueError(f"need at least 2 selections of at least k={k} filters each")
+        raise CarlibError(f"got {len(tops)} selections of {min(map(len, tops), default=0)} or more filters; "
+                          f"pass at least 2 selections of at least k={k} filters (or a smaller k)")
     return tops
 
 
@@ -177,7 +179,7 @@ def car_on_images(base_correct: np.ndarray, pruned_correct: np.ndarray, images: 
     base = np.asarray(base_correct, dtype=float)[images]
     pruned = np.asarray(pruned_correct, dtype=float)[:, images]
     if base.size == 0:
-        raise ValueError("car_on_images needs at least one image")
+        raise CarlibError("car_on_images got no images; pass the indices (or mask) of at least one image")
     return base.mean() - pruned.mean(axis=1)
 
 
@@ -293,7 +295,7 @@ def split_half(car_a: pd.DataFrame | np.ndarray, car_b: pd.DataFrame | np.ndarra
     """
     a, b = _car_array(car_a), _car_array(car_b)
     if a.shape != b.shape:
-        raise ValueError("the two halves must have the CAR of the same filters")
+        raise CarlibError(f"the halves have the CAR of {len(a)} and {len(b)} filters; pass the CAR of the same filters")
     t = spearman_test(a, b, n_perm=n_perm, n_boot=n_boot, seed=seed, level=level)
     n = len(a)
     # ties broken at random, independently in each half: breaking them by the filter index

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
+from ..errors import CarlibError
+
 __all__ = ["LEVEL", "wilson_interval", "spearman_test", "rank_biserial_test", "jaccard_chance",
            "spearman_brown"]
 
@@ -87,7 +89,8 @@ def spearman_test(x: np.ndarray, y: np.ndarray, *, n_perm: int = 10_000, n_boot:
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1 or len(x) < 4:
-        raise ValueError("spearman_test needs two 1-D samples of the same length, at least 4")
+        raise CarlibError(f"spearman_test got samples of shapes {x.shape} and {y.shape}; "
+                          "pass two 1-D samples of the same length, at least 4")
     n = len(x)
     rx, ry = _rank_rows(x), _rank_rows(y)
     rho = float(_pearson_rows(rx, ry))
@@ -131,7 +134,7 @@ def rank_biserial_test(a: np.ndarray, b: np.ndarray, *, n_perm: int = 10_000, n_
     """
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if len(a) < 1 or len(b) < 1:
-        raise ValueError("rank_biserial_test needs two non-empty samples")
+        raise CarlibError(f"rank_biserial_test got groups of {len(a)} and {len(b)} values; pass two non-empty groups")
     na, nb = len(a), len(b)
 
     def u_of(ranks_a: np.ndarray) -> np.ndarray:
