@@ -9,10 +9,10 @@ Claim 1 (color-selective filters are pruned first, i.e. have low CAR):
 * :func:`pruned_vs_rest`: Mann-Whitney U of the color index of the top-``k`` pruned filters
   against the rest (:func:`~carlib.analysis.stats.rank_biserial_test`; the claim predicts
   ``p_greater`` small).
-* :func:`pooled_enrichment`: the hypergeometric enrichment over replicate selections. Primary:
-  the color count pooled over the replicates, whose null distribution (each replicate a uniform
-  random ``k``-subset of the layer, independently) is the exact convolution of the replicates'
-  hypergeometric laws. Secondary: Fisher's combination of the per-replicate p-values.
+* :func:`pooled_enrichment`: the enrichment over replicate selections: the color count pooled
+  over the replicates against the color labels permuted over the filters (primary; valid when
+  replicates pick the same filters), beside the exact law for independent replicates (the
+  convolution of their hypergeometric laws) and Fisher's combination of per-replicate p-values.
 
 Claim 2 (a filter is important for the classes whose features it selects):
 :func:`class_importance_test`, per filter Spearman over classes between ``CAR_c`` and the
@@ -89,39 +89,54 @@ def pruned_vs_rest(color_index: pd.DataFrame | np.ndarray, pruned: Sequence[int]
     return rank_biserial_test(idx[mask], idx[~mask], **kwargs)
 
 
-def pooled_enrichment(selections: Sequence[Sequence[int]], is_color: np.ndarray, k: int = 20) -> dict:
+def pooled_enrichment(selections: Sequence[Sequence[int]], is_color: np.ndarray, k: int = 20, *,
+                      n_perm: int = 10_000, seed: int = 0) -> dict:
     """Color filters among the top ``k`` of several replicate selections, tested together.
+
+    The statistic is the color count pooled over the replicates. Its null (primary,
+    ``p_greater``): the color labels permuted over the layer's filters, the selections kept,
+    which stays valid when the replicates pick the same filters again (they do: the replicates
+    share the network). ``p_independent`` is the exact law if the replicates were independent
+    uniform ``k``-subsets (the convolution of their hypergeometric laws), too small when they
+    overlap more than chance; ``p_fisher`` is Fisher's combination of the per-replicate
+    hypergeometric p-values, with the same caveat.
 
     Args:
         selections: one pruning order per replicate (the first ``k`` count).
         is_color: boolean label of every filter of the layer.
         k: top size.
+        n_perm: label permutations.
+        seed: random seed.
 
     Returns:
-        ``{"replicates", "k", "pooled", "slots", "expected", "p_greater", "p_fisher",
-        "p_each"}``: ``pooled`` color filters in ``slots = replicates * k`` slots, ``expected``
-        under the null, ``p_greater = P(S >= pooled)`` for ``S`` the sum of independent
-        hypergeometric counts (exact), ``p_fisher`` Fisher's combination of the per-replicate
-        ``p_each``.
+        ``{"replicates", "k", "pooled", "slots", "expected", "p_greater", "p_independent",
+        "p_fisher", "p_each"}``: ``pooled`` color filters in ``slots = replicates * k`` slots,
+        ``expected`` under the null, the p-values of ``P(S >= pooled)``.
 
     Example:
-        >>> r = pooled_enrichment([[0, 1], [0, 1]], np.array([1, 1, 0, 0, 0, 0], bool), k=2)
-        >>> r["pooled"], round(r["p_greater"], 5)
-        (4, 0.00444)
+        >>> r = pooled_enrichment([[0, 1], [0, 1]], np.array([1, 1, 0, 0, 0, 0], bool), k=2, n_perm=999)
+        >>> r["pooled"], round(r["p_independent"], 5), round(r["p_greater"], 2)
+        (4, 0.00444, 0.07)
     """
     color = np.asarray(is_color, dtype=bool)
     n, m = len(color), int(color.sum())
-    counts = [int(color[[int(f) for f in s[:k]]].sum()) for s in selections]
-    if not counts or any(len(s) < k for s in selections):
+    if not len(selections) or any(len(s) < k for s in selections):
         raise CarlibError(f"pass at least one selection of at least k={k} filters (or a smaller k)")
+    times = np.zeros(n)
+    for s in selections:
+        times[[int(f) for f in s[:k]]] += 1
+    counts = [int(color[[int(f) for f in s[:k]]].sum()) for s in selections]
+    pooled = sum(counts)
+    null = np.random.default_rng(seed).permuted(np.broadcast_to(color, (n_perm, n)), axis=1) @ times
     pmf = sps.hypergeom(n, m, k).pmf(np.arange(k + 1))
     total = np.array([1.0])
     for _ in counts:
         total = np.convolve(total, pmf)
-    pooled = sum(counts)
     each = [hypergeom_enrichment(c, k, m, n)["p_greater"] for c in counts]
     return {"replicates": len(counts), "k": k, "pooled": pooled, "slots": len(counts) * k,
-            "expected": len(counts) * k * m / n, "p_greater": float(min(1.0, total[pooled:].sum())),
+            "expected": len(counts) * k * m / n,
+            "p_greater": float((1 + np.sum(null >= pooled - 1e-9)) / (1 + n_perm)),
+            "p_independent": float(min(1.0, total[pooled:].sum())),
             "p_fisher": float(sps.combine_pvalues(each, method="fisher").pvalue), "p_each": each}
 
 
