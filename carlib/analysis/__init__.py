@@ -1,5 +1,6 @@
 """Analysis on top of the core: studies and their result cache, selectivity, patches,
-plotting and figures, profiles, and ``make reproduce``.
+plotting and figures, profiles, and ``make reproduce``; the statistics the claims are tested
+with (``stats``, ``reliability``, ``labels``, ``claims``).
 
 The core (:func:`carlib.car_index`, :func:`carlib.greedy_prune`, :func:`carlib.prune_filters`,
 :func:`carlib.count`, the loaders) never imports this package.
