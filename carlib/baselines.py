@@ -4,6 +4,8 @@ The companion paper compares CAR with other filter-pruning schemes at half the f
 baselines here: random orders (several seeds) and the L1 norm of the filter weights (smallest
 first, Li et al. 2017). :func:`order_curve` also traces the one-shot CAR order (filters
 sorted by their CAR on the unpruned network), a cheap stand-in for greedy beyond its depth.
+Every other criterion (L2, BatchNorm-folded norms, mean activation, APoZ, Taylor) is in
+:mod:`carlib.importance`; curves with intervals and paired tests in :mod:`carlib.compare`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from scipy.stats import binomtest
 from torch import nn
 
 from .baselines import prefix_correct
-from .data import DataLike, dataset_labels
+from .data import DataLike
 from .engine import Engine
 from .errors import CarlibError
 from .graph import LayerPlan
@@ -123,13 +123,15 @@ def paired_correct(model: nn.Module, layer: str | LayerPlan, data: DataLike,
     """
     if depth < 0:
         raise CarlibError(f"depth must be at least 0, got {depth}")
+    if {"image", "label"} & set(orders):
+        raise CarlibError("'image' and 'label' name the table's first columns; name the orders otherwise")
     short = [k for k, o in orders.items() if len(o) < depth]
     if short:
         raise CarlibError(f"order {short[0]!r} has fewer than {depth} filters; use a depth within "
                           "every order")
     eng = _engine(model, layer, data, engine, options)
     ok = eng.correct_images([list(o[:depth]) for o in orders.values()])
-    out = pd.DataFrame({"image": np.arange(eng.n_images), "label": dataset_labels(data).numpy()})
+    out = pd.DataFrame({"image": np.arange(eng.n_images), "label": eng.labels.cpu().numpy()})
     for i, name in enumerate(orders):
         out[name] = ok[i].numpy()
     out.attrs["depth"] = int(depth)

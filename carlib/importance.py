@@ -179,6 +179,10 @@ def weight_norms(model: nn.Module, layer: str | LayerPlan, p: int = 1, *,
     return out * np.abs(bn_scale(model, plan)) if folded else out
 
 
+#: options meant for other criteria, dropped before calling car_index / greedy_prune
+_OTHERS = ("seed", "car", "steps")
+
+
 def _needs(data: DataLike | None, name: str) -> DataLike:
     if data is None:
         raise CarlibError(f"the {name!r} criterion needs images: pass data=(images, labels) or a dataset")
@@ -205,8 +209,8 @@ def _activation(fn: Callable[..., np.ndarray], name: str) -> Criterion:
 
 
 def _car(model, layer, data=None, *, car: pd.DataFrame | None = None, **options: Any) -> pd.DataFrame:
-    table = car if car is not None else car_index(model, layer, _needs(data, "car"), **
-                                                  {k: v for k, v in options.items() if k != "seed"})
+    kw = {k: v for k, v in options.items() if k not in _OTHERS}
+    table = car if car is not None else car_index(model, layer, _needs(data, "car"), **kw)
     n = analyze(model, layer).layer.filters
     if sorted(int(f) for f in table["filter"]) != list(range(n)):
         raise CarlibError(f"the CAR table does not cover the {n} filters of the layer once each; "
@@ -218,8 +222,9 @@ def _greedy(model, layer, data=None, *, steps: pd.DataFrame | None = None,
             **options: Any) -> pd.DataFrame:
     n = analyze(model, layer).layer.filters
     if steps is None:
-        kw = {k: v for k, v in options.items() if k != "seed"}
-        steps = greedy_prune(model, layer, _needs(data, "greedy"), n_remove=n - 1, **kw)
+        kw = {k: v for k, v in options.items() if k not in _OTHERS}
+        kw.setdefault("n_remove", n - 1)
+        steps = greedy_prune(model, layer, _needs(data, "greedy"), **kw)
     filters = [int(f) for f in steps.sort_values("step")["filter"]]
     if len(set(filters)) != len(filters) or any(f < 0 or f >= n for f in filters):
         raise CarlibError(f"the greedy table prunes a filter twice or one outside 0..{n - 1}; "
@@ -253,8 +258,10 @@ def importance(criterion: str | Criterion, model: nn.Module, layer: str | LayerP
         data: images for the data-driven criteria (``None`` for the weight criteria).
         options: the criterion's: ``seed`` (random), ``batch_size`` and ``device``
             (activation criteria), ``car=`` a CAR table or :func:`carlib.car_index`'s options
-            (car), ``steps=`` a greedy table or :func:`carlib.greedy_prune`'s options (greedy;
-            filters the table does not prune follow it, by index).
+            (car), ``steps=`` a greedy table or :func:`carlib.greedy_prune`'s options (greedy,
+            by default to all but one filter; filters the table does not prune follow it, by
+            index). A criterion ignores the options of the others, so one set of options can
+            serve them all.
 
     Returns:
         ``filter, score`` (lowest pruned first); ``attrs["criterion"]`` names it.

@@ -17,24 +17,31 @@ from carlib.models import AlexNetTiny, fold_batchnorm
 from conftest import randomize_bn
 
 QUIET = {"progress": False}
+#: one set of options serves every criterion (each ignores the others')
+SHARED = {"seed": 0, "batch_size": 5, "progress": False}
 
 
-def _options(name):
-    return QUIET if name in ("car", "greedy") else {}
+@pytest.fixture(scope="module")
+def conv1_greedy(_bn_net):
+    """The full greedy order of conv1 (8 filters) on 12 images, computed once."""
+    model, x, y = _bn_net
+    return greedy_prune(model, "conv1", (x[:12], y[:12]), n_remove=7, progress=False)
 
 
 @pytest.mark.parametrize("name", sorted(CRITERIA))
-def test_every_criterion_ranks_every_filter_once(bn_net, name):
+def test_every_criterion_ranks_every_filter_once(bn_net, conv1_greedy, name):
     model, x, y = bn_net
     data = (x[:12], y[:12])
-    table = importance(name, model, "conv2", data, **_options(name))
+    table = importance(name, model, "conv1", data, **SHARED)
     assert list(table.columns) == ["filter", "score"] and table.attrs["criterion"] == name
-    assert table["filter"].tolist() == list(range(12))
-    order = importance_order(name, model, "conv2", data, **_options(name))
-    assert sorted(order) == list(range(12))
+    assert table["filter"].tolist() == list(range(8))
+    order = order_by_score(table)
+    assert sorted(order) == list(range(8))
     s = table.set_index("filter")["score"]
     for a, b in zip(order, order[1:]):  # ascending score, equal scores by index
         assert (s[a], a) < (s[b], b)
+    if name == "greedy":  # computed by the criterion itself: the greedy loop's order
+        assert order[:7] == conv1_greedy["filter"].tolist()
 
 
 def test_ties_go_to_the_lower_filter(bn_net):
@@ -98,7 +105,7 @@ def test_folded_reading_of_a_batchnorm_network_is_its_folded_checkpoint():
         bn_scale(folded, "conv1")
 
 
-def test_random_car_and_greedy_criteria(bn_net):
+def test_random_car_and_greedy_criteria(bn_net, conv1_greedy):
     model, x, y = bn_net
     data = (x[:24], y[:24])
     assert importance_order("random", model, "conv2", seed=5) == random_order(12, 5)
@@ -106,10 +113,9 @@ def test_random_car_and_greedy_criteria(bn_net):
     car = car_index(model, "conv2", data, progress=False)
     assert importance_order("car", model, "conv2", data, **QUIET) == car_order(car)
     assert importance_order("car", model, "conv2", car=car) == car_order(car)
-    full = greedy_prune(model, "conv1", data, n_remove=7, progress=False)
-    order = importance_order("greedy", model, "conv1", data, **QUIET)
-    assert order[:7] == full["filter"].tolist()
-    steps = full.head(3)  # a shallower table: the filters it never pruned follow, by index
+    assert importance_order("greedy", model, "conv1", steps=conv1_greedy) == (
+        conv1_greedy["filter"].tolist() + sorted(set(range(8)) - set(conv1_greedy["filter"])))
+    steps = conv1_greedy.head(3)  # a shallower table: the filters it never pruned follow, by index
     rest = sorted(set(range(8)) - set(steps["filter"]))
     assert importance_order("greedy", model, "conv1", steps=steps) == steps["filter"].tolist() + rest
 
