@@ -42,7 +42,7 @@ def test_mcnemar_equals_scipy_exact_binomial(b):
 @pytest.mark.parametrize("method", ["fast", "masked"])
 def test_paired_correctness_is_the_naive_per_image_correctness(bn_net, method):
     model, x, y = bn_net
-    x, y = x[:30], y[:30]
+    x, y = x[:20], y[:20]
     orders = {"a": random_order(12, 0), "b": random_order(12, 1)}
     eng = Engine(model, "conv2", (x, y), method=method, batch_size=8)
     paired = paired_correct(model, "conv2", (x, y), orders, 6, engine=eng)
