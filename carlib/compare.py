@@ -26,7 +26,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import binomtest
 from torch import nn
 
 from .baselines import prefix_correct
@@ -84,6 +83,8 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
         >>> [round(v, 3) for v in wilson_interval(37, 50)]
         [0.604, 0.841]
     """
+    from scipy.stats import binomtest  # scipy.stats takes seconds to import: only when used
+
     if n < 1:
         raise CarlibError("an interval needs at least one image; pass a dataset with images")
     ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
