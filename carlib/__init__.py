@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import baselines
+from . import baselines, compare, importance
 from .car import car_index
 from .data import FolderDataset, ImageDataset, as_batches, load_dataset
 from .errors import CarlibError, CheckpointError, DataNotFoundError
@@ -47,7 +47,7 @@ __all__ = [
     "car_index", "greedy_prune", "prune_filters", "count", "mask_filters",
     "load_dataset", "load_model", "as_batches", "ImageDataset", "FolderDataset", "AlexNetTiny",
     "conv_layers", "layer_table", "resolve_layer",
-    "car_index_naive", "greedy_prune_naive", "baselines",
+    "car_index_naive", "greedy_prune_naive", "baselines", "importance", "compare",
     "Profile", "PROFILES", "get_profile", "Study", "results_dir", "figures_dir",
     "read_table", "write_table",
     "CarlibError", "DataNotFoundError", "CheckpointError", "__version__",

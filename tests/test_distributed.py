@@ -21,6 +21,7 @@ import torch
 
 from carlib import car_index, greedy_prune
 from carlib.cli import main
+from carlib.compare import paired_correct
 from carlib.distributed import active, from_writer, is_writer, shard, shard_bounds, world_size
 from carlib.errors import CarlibError
 from carlib.tables import write_table
@@ -106,12 +107,16 @@ CALLS = [
                        "method='masked', batch_size=4, progress=False)"),
     ("steps.csv", "greedy_prune(model, 'features.7', (x, y), n_remove=3, batch_size=16, "
                   "journal=tmp / 'j.jsonl', progress=False)"),
+    ("paired.csv", "paired_correct(model, 'features.7', (x, y), {'a': [0, 1, 2], 'b': [5, 6, 7]}, 3, "
+                   "batch_size=16)"),
+    ("paired-1.csv", "paired_correct(model, 'features.7', (x[:1], y[:1]), {'a': [0, 1]}, 2)"),
 ]
 WORKER = """
 import sys, torch, torch.distributed as dist
 from datetime import timedelta
 from pathlib import Path
 from carlib import car_index, greedy_prune
+from carlib.compare import paired_correct
 from carlib.tables import write_table
 from conftest import SmallBNNet
 tmp = Path(sys.argv[1])
@@ -135,7 +140,7 @@ def test_api_under_a_process_group_gives_one_process_bytes(bn_net, tmp_path):
     one.mkdir()
     for name, call in CALLS:
         write_table(eval(call, {"car_index": car_index, "greedy_prune": greedy_prune,
-                                "model": model, "x": x, "y": y, "tmp": one}), one / name)
+                                "paired_correct": paired_correct, "model": model, "x": x, "y": y, "tmp": one}), one / name)
     steps = (one / "steps.csv").read_text().splitlines()[1:]
     assert [int(s.split(",")[1]) for s in steps] != sorted(int(s.split(",")[1]) for s in steps)
 

@@ -42,6 +42,7 @@ from .. import distributed
 from ..data import DataLike, dataset_labels, num_images
 from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
+from ..layers import check_filters
 from .device import eval_mode, fast_bf16, model_on, resolve_device, strict_fp32
 from .correct import Counts
 from .fast import FastPath
@@ -218,6 +219,35 @@ class Engine:
         with eval_mode(self.model), strict_fp32(self.device):
             out = self._retrying(lambda: self._path.evaluate_prefixes(order), None)
         return distributed.all_reduce_sum(*out)
+
+    @torch.no_grad()
+    def correct_images(self, removed_sets: list[list[int]]) -> torch.Tensor:
+        """Whether each image is classified correctly with each set of filters pruned.
+
+        The per-image view of :meth:`evaluate`'s ``base`` (same arithmetic, fp32): what paired
+        tests between two pruned networks need.
+
+        Args:
+            removed_sets: sets of pruned filters, one network each.
+
+        Returns:
+            A bool tensor ``(len(removed_sets), images)`` in dataset order (every rank gets all
+            images under a process group).
+
+        Example:
+            >>> eng = Engine(load_model(), "conv1", val)  # doctest: +SKIP
+            >>> ok = eng.correct_images([[], [3, 7]])  # doctest: +SKIP
+            >>> ok.sum(dim=1)  # correct images of each network  # doctest: +SKIP
+        """
+        sets = [check_filters(s, self.n_filters, self.plan.layer.alias) for s in removed_sets]
+        out = torch.zeros(len(sets), self.n_images, dtype=torch.long)
+        if self.n_local:
+            with eval_mode(self.model), strict_fp32(self.device):
+                local = self._retrying(lambda: (self._path.correct_images(sets),), None)[0]
+            start, _ = distributed.shard_bounds(self.n_images, distributed.rank(),
+                                                distributed.world_size(), self.batch_size)
+            out[:, start : start + local.shape[1]] = local.long()
+        return distributed.all_reduce_sum(out)[0].bool()
 
     def _retrying(self, compute, progress) -> tuple:
         """``compute()``; after a CUDA out-of-memory error, again with half the (image, filter)

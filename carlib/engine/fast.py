@@ -27,7 +27,7 @@ from ..data import as_batches
 from ..errors import CarlibError
 from ..graph import LayerPlan, analyze, run_nodes
 from .consumers import LinearConsumer, consumer_rule
-from .correct import Counts, tally
+from .correct import Counts, correct_rows, tally
 from .run import Run
 from .screen import CheckedBf16
 
@@ -165,6 +165,20 @@ class FastPath:
                           _slots(1 + i, len(ks), n, y.device))
         self._flush(counts.rows)
         return counts.rows, counts.images
+
+    def correct_images(self, removed_sets: list[list[int]]) -> torch.Tensor:
+        """Whether each image is correct with each set of filters pruned: bool
+        ``(len(removed_sets), images)``, computed as :meth:`evaluate` computes its base (the
+        cut values with the filters zeroed, the consumers and the suffix in fp32)."""
+        rows = []
+        for cut, y in self._cut_values():
+            outs = []
+            for removed in removed_sets:
+                logits = self.suffix(self._copy(self._outputs(self._pruned_inputs(cut, list(removed)))))
+                self.run.classes(logits.shape[1])
+                outs.append(correct_rows(logits, y, self.topk).cpu())
+            rows.append(torch.stack(outs) if outs else torch.zeros(0, y.shape[0], dtype=torch.bool))
+        return torch.cat(rows, dim=1)
 
     def _add(self, table: torch.Tensor, env: Env, labels: torch.Tensor,
              slots: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..data import as_batches
 from ..masking import FilterMask
-from .correct import Counts, count_correct
+from .correct import Counts, correct_rows, count_correct
 from .run import Run
 
 __all__ = ["MaskedPath"]
@@ -62,5 +62,26 @@ class MaskedPath:
                     if progress is not None:
                         progress.update(len(ks) * n)
             return counts.base, counts.rows, counts.images
+        finally:
+            hook.remove()
+
+    def correct_images(self, removed_sets: list[list[int]]) -> torch.Tensor:
+        """Whether each image is correct with each set of filters pruned: bool
+        ``(len(removed_sets), images)``, one masked forward pass per set and batch."""
+        run = self.run
+        hook = FilterMask(self.model, run.plan)
+        try:
+            rows = []
+            for x, y in as_batches(run.data, run.batch_size, device=run.device):
+                outs = []
+                for removed in removed_sets:
+                    mask = torch.ones(run.plan.layer.filters, device=run.device)
+                    mask[list(removed)] = 0
+                    hook.mask = mask
+                    logits = self.model(x)
+                    run.classes(logits.shape[1])
+                    outs.append(correct_rows(logits, y, run.topk).cpu())
+                rows.append(torch.stack(outs) if outs else torch.zeros(0, y.shape[0], dtype=torch.bool))
+            return torch.cat(rows, dim=1)
         finally:
             hook.remove()
