@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
+from ..compare import wilson_interval as core_wilson
 from ..errors import CarlibError
 
 __all__ = ["LEVEL", "wilson_interval", "spearman_test", "rank_biserial_test", "jaccard_chance",
@@ -30,11 +31,12 @@ LEVEL = 0.95
 
 
 def wilson_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Wilson score interval of the proportion ``k / n``.
+    """Wilson score interval of the proportion ``k / n`` (:func:`carlib.compare.wilson_interval`;
+    here ``n = 0``, an empty cell of a table, gives ``(nan, nan)``).
 
     Args:
         k: successes.
-        n: trials (``0`` gives ``(nan, nan)``).
+        n: trials.
         level: coverage.
 
     Returns:
@@ -46,11 +48,7 @@ def wilson_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]
     """
     if n == 0:
         return float("nan"), float("nan")
-    z = sps.norm.ppf(0.5 + level / 2)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (0.0 if k == 0 else float(centre - half)), (1.0 if k == n else float(centre + half))
+    return core_wilson(k, n, level)
 
 
 def _rank_rows(a: np.ndarray) -> np.ndarray:
