@@ -347,6 +347,7 @@ def run_nodes(gm: fx.GraphModule, nodes: list[fx.Node], env: dict[fx.Node, Any],
         The value of the last node executed (the model output for an ``output`` node).
 
     Example:
+        >>> import torch
         >>> gm = trace(nn.Sequential(nn.ReLU(), nn.Identity()))
         >>> nodes = list(gm.graph.nodes)
         >>> env = {nodes[0]: torch.tensor([-1.0, 2.0])}

@@ -9,9 +9,9 @@ policy.
 
 from .core import METHODS, PRECISIONS, Engine
 from .correct import Counts, correct_rows, count_correct, decision_margin, tally
-from .device import (BF16_CPU_FLAGS, bf16_flags, eval_mode, fast_bf16, model_on,
-                     resolve_device, strict_fp32)
+from .device import (BF16_CPU_FLAGS, bf16_flags, default_batch_size, eval_mode, fast_bf16,
+                     model_on, resolve_device, strict_fp32)
 
 __all__ = ["Engine", "PRECISIONS", "METHODS", "correct_rows", "count_correct", "tally",
            "decision_margin", "Counts", "resolve_device", "model_on", "eval_mode", "strict_fp32",
-           "fast_bf16", "bf16_flags", "BF16_CPU_FLAGS"]
+           "fast_bf16", "bf16_flags", "BF16_CPU_FLAGS", "default_batch_size"]

@@ -44,12 +44,14 @@ class LinearConsumer:
     Example:
         >>> rule = LinearConsumer(nn.Conv2d(4, 6, 3, padding=1), False, 4, False)
         >>> p = torch.randn(2, 4, 5, 5)
+        >>> _ = torch.set_grad_enabled(False)  # as in the engine
         >>> z = rule.module(p)
         >>> out = torch.empty(2, 3, 6, 5, 5)
         >>> rule.without_each(p, z, [0, 2, 3], out)
         >>> q = p.clone(); q[:, 2] = 0
         >>> torch.allclose(out[:, 1], rule.module(q), atol=1e-5)
         True
+        >>> _ = torch.set_grad_enabled(True)
     """
 
     linear = True

@@ -43,10 +43,10 @@ from ..data import DataLike, dataset_labels, num_images
 from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
 from ..layers import check_filters
-from .device import eval_mode, fast_bf16, model_on, resolve_device, strict_fp32
+from .device import default_batch_size, eval_mode, fast_bf16, model_on, resolve_device, strict_fp32
 from .correct import Counts
 from .fast import FastPath
-from .inputs import check_count, check_images, check_model_fits
+from .inputs import check_count, check_images, check_model_fits, image_shape
 from .masked import MaskedPath
 from .run import Run
 
@@ -67,7 +67,8 @@ class Engine:
             (from :func:`carlib.graph.analyze` on this model: analyzed once, reused).
         data: a carlib dataset or ``(images, labels)``.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` ... (default: CPU).
-        batch_size: images per prefix batch (default 256 on a CPU, 1024 on a GPU).
+        batch_size: images per prefix batch (default :func:`~carlib.engine.default_batch_size`:
+            1024 on a GPU; 256 on a CPU, fewer for large images, e.g. 32 at 224x224).
         pair_batch: (image, filter) pairs per forward pass of the suffix (default from
             ``group_bytes``).
         topk: 1 or 5.
@@ -140,9 +141,7 @@ class Engine:
         self.num_classes: int | None = None
         self._set_classes(width)  # every label checked before any rank counts
         gpu = self.device.type == "cuda"
-        # measured on an H100 (bench/README.md): 1024-image batches and >= 1024 pairs per pass
-        # run 1.8-2.2x faster than 256; on a 2-core CPU 256 pairs per pass are fastest
-        self.batch_size = self.batch_size or (1024 if gpu else 256)
+        self.batch_size = self.batch_size or default_batch_size(self.device, image_shape(data))
         #: this rank's images, whole batches (all of them in a single process)
         self.local_data = distributed.shard(data, self.n_images, self.batch_size)
         self.n_local = num_images(self.local_data)

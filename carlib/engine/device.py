@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -17,8 +18,8 @@ from torch import nn
 
 from ..errors import CarlibError
 
-__all__ = ["resolve_device", "model_on", "eval_mode", "strict_fp32", "fast_bf16", "bf16_flags",
-           "BF16_CPU_FLAGS"]
+__all__ = ["resolve_device", "default_batch_size", "model_on", "eval_mode", "strict_fp32", "fast_bf16",
+           "bf16_flags", "BF16_CPU_FLAGS", "CPU_BATCH_BYTES"]
 
 #: /proc/cpuinfo flags of CPU instructions that make bf16 fast (see :func:`fast_bf16`).
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -62,6 +63,33 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+#: input bytes per image batch on a CPU: 256 images up to about 100x100 RGB, fewer for larger ones
+CPU_BATCH_BYTES = 24 << 20
+
+
+def default_batch_size(device: torch.device, image_shape: tuple[int, ...]) -> int:
+    """Images per batch when the caller sets none: 1024 on a GPU; on a CPU 256, or the largest
+    power of two whose fp32 inputs fit in :data:`CPU_BATCH_BYTES` when that is smaller (32 at
+    224x224), where a suffix pass of fewer (image, filter) pairs stays in cache (measured,
+    bench/README.md).
+
+    Args:
+        device: where the engine computes.
+        image_shape: one image's ``(C, H, W)``.
+
+    Returns:
+        A positive batch size.
+
+    Example:
+        >>> default_batch_size(torch.device("cpu"), (3, 64, 64)), default_batch_size(torch.device("cpu"), (3, 224, 224))
+        (256, 32)
+    """
+    if device.type == "cuda":
+        return 1024
+    fit = max(1, CPU_BATCH_BYTES // (4 * max(1, math.prod(image_shape))))
+    return min(256, 1 << (fit.bit_length() - 1))
+
+
 def model_on(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` if its parameters are on ``device``, else a copy moved there (the caller's
     model stays where it is).
@@ -83,7 +111,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     is back in exactly the mode it had (a mix of train and eval modes included).
 
     Example:
-        >>> m = nn.Sequential(nn.Dropout(), nn.Dropout().eval()).train()
+        >>> m = nn.Sequential(nn.Dropout(), nn.Dropout()).train()
+        >>> _ = m[1].eval()
         >>> with eval_mode(m):
         ...     m.training, m[0].training
         (False, False)

@@ -12,7 +12,7 @@ from torch import nn
 from ..data import DataLike, FolderDataset, ImageDataset, as_batches
 from ..errors import CarlibError
 
-__all__ = ["check_count", "check_images", "check_model_fits"]
+__all__ = ["check_count", "check_images", "check_model_fits", "image_shape"]
 
 
 def check_count(value: object, name: str, *, optional: bool = True) -> int | None:
@@ -47,6 +47,16 @@ def _first_image(data: DataLike) -> torch.Tensor:
     if isinstance(data, (ImageDataset, FolderDataset)):
         return data[0][0].unsqueeze(0)
     return next(as_batches(data, 1))[0]
+
+
+def image_shape(data: DataLike) -> tuple[int, ...]:
+    """One image's ``(C, H, W)`` (decoding a single file at most).
+
+    Example:
+        >>> image_shape((torch.zeros(5, 3, 8, 8), torch.arange(5)))
+        (3, 8, 8)
+    """
+    return tuple(_first_image(data).shape[1:])
 
 
 def check_images(model: nn.Module, data: DataLike) -> None:
