@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from .data import ImageDataset
-from .errors import CarlibError
+from .errors import CarlibError, CheckpointError, DataNotFoundError
 from .files import check_writable
-from .models import model_fingerprint
+from .models import AlexNetTiny, expected_sha256, load_checkpoint, model_fingerprint
 from .train import TrainConfig, run_epochs
 
-__all__ = ["FINETUNE_LR", "finetune_config", "finetune"]
+__all__ = ["FINETUNE_LR", "finetune_config", "finetune", "load_alexnet_tiny"]
 
 FINETUNE_LR = 0.008  # a tenth of TrainConfig().lr
 
@@ -88,7 +88,7 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
         ``train_loss``, ``train_top1``, [``val_top1``, ``val_top5``], ``lr_end``, ``seconds``).
 
     Raises:
-        CarlibError: an unwritable ``work_dir``, fewer training images than one batch, or
+        CarlibError: an unwritable ``work_dir``, fewer than 5 optimizer steps in all, or
         images whose classes the network does not have.
 
     Example:
@@ -98,12 +98,18 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
     """
     cfg = config or finetune_config()
     work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CarlibError(f"cannot create the folder {work} ({exc.strerror or exc.__class__.__name__}); "
+                          "choose a writable work_dir") from None
     ckpt_path = check_writable(work / f"{name}.ckpt.pt")
     log_path = check_writable(work / f"{name}.log.csv")
-    if len(train) < cfg.batch_size:
-        raise CarlibError(f"{len(train)} training images are fewer than one batch of "
-                          f"{cfg.batch_size}; pass more images or a smaller batch_size")
+    steps = cfg.epochs * (len(train) // cfg.batch_size)
+    if steps < 5:  # fewer leave the one-cycle schedule a warm-up of no step
+        raise CarlibError(f"{len(train)} training images in batches of {cfg.batch_size} for "
+                          f"{cfg.epochs} epoch(s) make {steps} optimizer steps, fewer than the 5 the "
+                          "schedule needs; pass more images or epochs, or a smaller batch_size")
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     tuned = copy.deepcopy(model).to(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -116,3 +122,50 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
     rows, _ = run_epochs(tuned, train, val, cfg, ckpt_path=ckpt_path, log_path=log_path, key=key,
                          progress=progress)
     return tuned.eval(), pd.DataFrame(rows)
+
+
+def load_alexnet_tiny(path: str | Path) -> AlexNetTiny:
+    """An :class:`~carlib.models.AlexNetTiny` sized after a checkpoint: a physically pruned one
+    (``python -m carlib prune --save-model``) has fewer filters in some convolution and fewer
+    inputs in its consumer. Checked against ``<file>.sha256`` when that file exists.
+
+    Args:
+        path: a state dict of ``AlexNetTiny`` (BatchNorm folded), pruned or not.
+
+    Returns:
+        The network in eval mode.
+
+    Raises:
+        DataNotFoundError: no such file. CheckpointError: corrupt, not a state dict, checksum
+        mismatch, or not an ``AlexNetTiny`` with fewer filters.
+
+    Example:
+        >>> small = load_alexnet_tiny("pruned.pt")  # doctest: +SKIP
+        >>> small.features[0].out_channels          # doctest: +SKIP
+        32
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"checkpoint {path} not found; save one with "
+                                "`python -m carlib prune ... --save-model FILE`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, pickled objects
+        raise CheckpointError(f"cannot read checkpoint {path} ({exc.__class__.__name__}); it is "
+                              "corrupt or not a state dict") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path} holds no state dict; save model.state_dict()")
+    model = AlexNetTiny()
+    for name, m in list(model.named_modules()):
+        w = state.get(f"{name}.weight")
+        if w is None or w.ndim < 2 or w.shape == m.weight.shape:
+            continue
+        if isinstance(m, nn.Conv2d):
+            new: nn.Module = nn.Conv2d(w.shape[1], w.shape[0], m.kernel_size, m.stride, m.padding)
+        elif isinstance(m, nn.Linear):
+            new = nn.Linear(w.shape[1], w.shape[0])
+        else:
+            continue
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, new)
+    return load_checkpoint(model, path, sha256=expected_sha256(path))

@@ -77,7 +77,8 @@ def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int = 500) -> tuple
     for i in range(0, len(ds), batch_size):
         x = ds.normalize(ds.images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
         y = torch.as_tensor(ds.labels[i : i + batch_size])
-        top = model(x).topk(5, dim=1).indices
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         c1 += int((top[:, 0] == y).sum())
         c5 += int((top == y[:, None]).any(1).sum())
     return c1 / len(ds), c5 / len(ds)

@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from carlib.compression import (SharedWeights, compression_row, kmeans_1d, magnitude_mask,
-                                materialize, prune_weights, share_weights, storage_bits)
-from carlib.data import ImageDataset
+                                materialize, prune_weights, share_weights)
 from carlib.errors import CarlibError
 from carlib.finetune import finetune, finetune_config
-
-
-class TinyNet(nn.Module):
-    """conv(3->6, 3x3) -> ReLU -> pool -> conv(6->8) -> ReLU -> global pool -> dropout -> linear."""
-
-    def __init__(self, classes: int = 4):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(8, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-
-def prototype_images(n: int = 64, classes: int = 4, size: int = 12, seed: int = 0) -> ImageDataset:
-    """uint8 images: one random prototype per class plus noise (learnable in a few steps)."""
-    g = np.random.default_rng(seed)
-    protos = g.integers(40, 216, (classes, size, size, 3))
-    y = np.arange(n) % classes
-    imgs = np.clip(protos[y] + g.normal(0, 30, (n, size, size, 3)), 0, 255).astype(np.uint8)
-    names = [f"c{i}" for i in range(classes)]
-    return ImageDataset("t", "train", imgs, y, names, names)
+from conftest import TinyNet, prototype_images
 
 
 def _spiky_conv() -> nn.Conv2d:
@@ -46,29 +22,6 @@ def _spiky_conv() -> nn.Conv2d:
         w[[0, 3, 300, 599]] = torch.tensor([1.0, -1.0, 2.0, -2.0])
         conv.weight.copy_(w.view(2, 3, 10, 10))
     return conv
-
-
-def test_storage_counts_the_bits_of_a_known_layout_including_filler_entries():
-    mask = torch.zeros(600, dtype=torch.bool)
-    mask[[0, 3, 300, 599]] = True
-    s = storage_bits(mask, 5, 2)  # 297 and 299 exceed 256: one filler before each
-    assert (s["format"], s["entries"], s["fillers"]) == ("sparse", 6, 2)
-    assert (s["value_bits"], s["position_bits"], s["codebook_bits"], s["bias_bits"]) == (30, 48, 1024, 64)
-    assert s["total_bits"] == 30 + 48 + 1024 + 64
-    s = storage_bits(mask, None, 0, index_bits=2)  # distances up to 4: 74 fillers each
-    assert (s["entries"], s["fillers"], s["codebook_bits"]) == (152, 148, 0)
-    assert s["total_bits"] == 152 * (32 + 2)
-    # a gap of exactly 2**index_bits needs no filler, one more does
-    assert storage_bits(torch.tensor([False] * 255 + [True]), 5, 0)["fillers"] == 0
-    assert storage_bits(torch.tensor([False] * 256 + [True]), 5, 0)["fillers"] == 1
-
-
-def test_huffman_column_counts_code_lengths_and_tables():
-    dense = storage_bits(torch.ones(8, dtype=torch.bool), 2, 0,
-                         codes=torch.tensor([0, 0, 0, 0, 0, 1, 1, 2]))
-    # lengths 1, 2, 2 for frequencies 5, 2, 1: 5 + 4 + 2 bits; table 4 symbols x 8; codebook 4 x 32
-    assert dense["total_bits"] == 8 * 2 + 128
-    assert dense["huffman_bits"] == 11 + 32 + 128
 
 
 def test_compression_row_of_a_pruned_and_shared_layer_is_counted_exactly():
