@@ -80,21 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", type=Path, required=True,
                    help="the network to start from: a state dict of alexnet-tiny, pruned or not "
                         "(e.g. from prune --save-model)")
+    f.add_argument("--out", type=Path, required=True,
+                   help="the fine-tuned state dict (.pt), its sha256 beside it (<file>.sha256)")
     f.add_argument("--epochs", type=int, default=1)
-    f.add_argument("--lr", type=float, default=0.008, help="peak learning rate (default 0.008, a "
-                                                            "tenth of train's)")
+    f.add_argument("--lr", type=float, default=0.008,
+                   help="peak learning rate (default 0.008, a tenth of train's)")
     f.add_argument("--batch-size", type=int, default=128)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--per-class-images", type=int, default=None, metavar="K",
                    help="train on the first K images of every class (default: all 500)")
     f.add_argument("--no-val", action="store_true",
                    help="skip the evaluation on Tiny ImageNet val after each epoch")
-    f.add_argument("--out", type=Path, required=True,
-                   help="the fine-tuned state dict (.pt), its sha256 beside it (<file>.sha256)")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.add_argument("--work-dir", type=Path, default=None,
                    help="folder of the per-epoch checkpoint <stem>.ckpt.pt and log <stem>.log.csv "
                         "(default: the folder of --out); a run started again resumes from it")
-    f.add_argument("--quiet", action="store_true", help="no progress bars")
 
     c = sub.add_parser("car", help="the CAR index of every filter of a layer")
     _add_common(c)

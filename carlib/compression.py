@@ -32,17 +32,22 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .convs import copy_conv
+from .data import ImageDataset
 from .errors import CarlibError
+from .finetune import finetune
 from .layers import resolve_layer
 from .storage import check_bits, storage_bits
+from .train import TrainConfig
 
 __all__ = ["WeightMask", "SharedWeights", "magnitude_mask", "kmeans_1d", "prune_weights",
-           "share_weights", "materialize", "storage_bits", "compression_row"]
+           "share_weights", "materialize", "storage_bits", "compression_row", "deep_compress"]
 
 
 class WeightMask(nn.Module):
@@ -170,15 +175,7 @@ def _plain(conv: nn.Conv2d) -> nn.Conv2d:
     A deep copy of a parametrized module shares its class with the original, so removing the
     parametrization in place would break the original too: modules are replaced instead.
     """
-    cls = type(conv).__bases__[0] if parametrize.is_parametrized(conv) else type(conv)
-    new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-              conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-              device=conv.weight.device, dtype=conv.weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(conv.weight)
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
-    return new.train(conv.training)
+    return copy_conv(conv, type(conv).__bases__[0] if parametrize.is_parametrized(conv) else None)
 
 
 def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -257,7 +254,7 @@ def share_weights(model: nn.Module, layer: str, bits: int = 5, *, index_bits: in
     fillers = storage_bits(mask, bits, 0, index_bits=index_bits)["fillers"]
     k = 2 ** bits - (1 if fillers else 0)
     survivors = weight[mask]
-    if k < 1 or survivors.numel() == 0:
+    if survivors.numel() == 0:
         raise CarlibError(f"{layer}: {bits} bit(s) leave no code for its weights; use more bits")
     codebook, assign = kmeans_1d(survivors, k)
     index = torch.zeros(weight.shape, dtype=torch.long, device=weight.device)
@@ -291,7 +288,9 @@ def compression_row(model: nn.Module, layer: str, *,
 
     Args:
         model: the network; ``layer`` plain, magnitude-pruned (:func:`prune_weights`) or shared
-            (:func:`share_weights`), possibly with fewer filters than the original.
+            (:func:`share_weights`), possibly with fewer filters than the original. A plain
+            layer is counted dense in fp32: pass the parametrized network, not
+            :func:`materialize`'s copy.
         layer: alias (``conv1``) or module path of the convolution.
         original: ``(filters, in_channels, kh, kw)`` of the layer before any pruning (its bias,
             if it has one, has ``filters`` entries); default: the layer's present shape.
@@ -329,3 +328,46 @@ def compression_row(model: nn.Module, layer: str, *,
     row.update(original_bits=original_bits, factor=original_bits / s["total_bits"],
                factor_huffman=original_bits / s["huffman_bits"])
     return row
+
+
+def deep_compress(model: nn.Module, layer: str, train: ImageDataset, *, sparsity: float,
+                  bits: int = 5, config: TrainConfig | None = None, work_dir: str | Path,
+                  original: tuple[int, int, int, int] | None = None,
+                  progress: bool = True) -> tuple[nn.Module, dict]:
+    """The whole pipeline on one layer: :func:`prune_weights`, fine-tune, :func:`share_weights`,
+    fine-tune the codebook (each :func:`carlib.finetune.finetune` run resumable in ``work_dir``),
+    then :func:`compression_row`.
+
+    Args:
+        model: the network (not modified), e.g. after :func:`carlib.prune_filters`.
+        layer: alias (``conv1``) or module path of the convolution.
+        train: the fine-tuning images, or ``None``: no fine-tuning (the accuracy "without
+            retraining").
+        sparsity: the share of the layer's weights pruned by magnitude, in ``[0, 1)``.
+        bits: bits of one shared value's code.
+        config: the fine-tuning hyper-parameters of both runs (default
+            :func:`carlib.finetune.finetune_config`).
+        work_dir: folder of the two runs' checkpoints and logs.
+        original: ``(filters, in_channels, kh, kw)`` of the layer before structural pruning.
+        progress: show tqdm bars.
+
+    Returns:
+        ``(network, row)``: the compressed network (parametrized: fine-tune it further, or
+        :func:`materialize` it) and its :func:`compression_row`.
+
+    Example:
+        >>> small = prune_filters(load_model(), "conv1", steps["filter"])        # doctest: +SKIP
+        >>> net, row = deep_compress(small, "conv1", train, sparsity=0.8, bits=5,
+        ...                          work_dir="runs/dc", original=(64, 3, 11, 11))  # doctest: +SKIP
+    """
+    tag = f"{layer}-s{sparsity:g}-b{bits}"
+    check_bits(bits)
+    net = prune_weights(model, layer, sparsity)
+    if train is not None:
+        net, _ = finetune(net, train, None, config, work_dir=work_dir, name=f"{tag}-pruned",
+                          progress=progress)
+    net = share_weights(net, layer, bits)
+    if train is not None:
+        net, _ = finetune(net, train, None, config, work_dir=work_dir, name=f"{tag}-shared",
+                          progress=progress)
+    return net, compression_row(net, layer, original=original)

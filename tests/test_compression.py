@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from carlib.compression import (SharedWeights, compression_row, kmeans_1d, magnitude_mask,
-                                materialize, prune_weights, share_weights)
+from carlib.compression import (SharedWeights, compression_row, deep_compress, kmeans_1d,
+                                magnitude_mask, materialize, prune_weights, share_weights)
 from carlib.errors import CarlibError
 from carlib.finetune import finetune, finetune_config
 from conftest import TinyNet, prototype_images
@@ -139,3 +139,21 @@ def test_shared_weights_parametrization_round_trips_through_a_state_dict():
     assert torch.equal(other.features[0].weight, net.features[0].weight)
     assert isinstance(other.features[0].parametrizations.weight[0], SharedWeights)
     assert magnitude_mask(torch.tensor([1.0, 1.0, 1.0, 1.0]), 0.5).tolist() == [False, False, True, True]
+
+
+def test_deep_compress_runs_the_pipeline_and_resumes(tmp_path, capsys):
+    torch.manual_seed(0)
+    data, start = prototype_images(), TinyNet()
+    cfg = finetune_config(1, lr=0.05, batch_size=8, threads=1)
+    net, row = deep_compress(start, "conv2", data, sparsity=0.5, bits=2, config=cfg,
+                             work_dir=tmp_path, original=(16, 6, 3, 3), progress=False)
+    assert (row["bits"], row["nonzero"], row["filters_original"]) == (2, 216, 16)
+    assert sorted(p.name for p in tmp_path.glob("*.log.csv")) == ["conv2-s0.5-b2-pruned.log.csv",
+                                                                 "conv2-s0.5-b2-shared.log.csv"]
+    again, _ = deep_compress(start, "conv2", data, sparsity=0.5, bits=2, config=cfg,
+                             work_dir=tmp_path, original=(16, 6, 3, 3), progress=False)
+    assert capsys.readouterr().err.count("resuming from epoch 1") == 2
+    assert torch.equal(again.features[3].weight, net.features[3].weight)
+    untuned, same = deep_compress(start, "conv2", None, sparsity=0.5, bits=2, work_dir=tmp_path,
+                                  original=(16, 6, 3, 3))
+    assert same == row and not torch.equal(untuned.features[3].weight, net.features[3].weight)
