@@ -65,7 +65,7 @@ def finetune_config(epochs: int = 1, *, lr: float = FINETUNE_LR, seed: int = 0,
 def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = None,
              config: TrainConfig | None = None, *, work_dir: str | Path, name: str = "finetune",
              progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
-    """Fine-tune a copy of ``model`` on ``train`` for ``config.epochs`` epochs, resumably.
+    """Fine-tune a copy of ``model`` on ``train`` for ``config.epochs`` epochs on the CPU, resumably.
 
     After every epoch a checkpoint (``<work_dir>/<name>.ckpt.pt``) and the log so far
     (``<work_dir>/<name>.log.csv``) are written atomically. Called again with the same model,
@@ -84,7 +84,7 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
         progress: show a tqdm bar per epoch.
 
     Returns:
-        ``(model, log)``: the fine-tuned copy in eval mode, and one row per epoch (``epoch``,
+        ``(model, log)``: the fine-tuned copy (on the CPU, in eval mode), and one row per epoch (``epoch``,
         ``train_loss``, ``train_top1``, [``val_top1``, ``val_top5``], ``lr_end``, ``seconds``).
 
     Raises:
@@ -110,17 +110,21 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
         raise CarlibError(f"{len(train)} training images in batches of {cfg.batch_size} for "
                           f"{cfg.epochs} epoch(s) make {steps} optimizer steps, fewer than the 5 the "
                           "schedule needs; pass more images or epochs, or a smaller batch_size")
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
-    tuned = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    tuned = copy.deepcopy(model).cpu().to(memory_format=torch.channels_last)
     with torch.no_grad():
         n_out = tuned.eval()(train.normalize(train.images[:1])).shape[1]
     if int(train.labels.max()) >= n_out:
         raise CarlibError(f"the images have {int(train.labels.max()) + 1} classes but the network "
                           f"has {n_out} outputs; fine-tune on the dataset the network was trained for")
     key = {**asdict(cfg), "start": model_fingerprint(model), "data": train.fingerprint()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
-    rows, _ = run_epochs(tuned, train, val, cfg, ckpt_path=ckpt_path, log_path=log_path, key=key,
-                         progress=progress)
+    try:
+        rows, _ = run_epochs(tuned, train, val, cfg, ckpt_path=ckpt_path, log_path=log_path, key=key,
+                             progress=progress)
+    finally:
+        torch.set_num_threads(threads)
     return tuned.eval(), pd.DataFrame(rows)
 
 
