@@ -14,18 +14,19 @@ The pipeline on a layer that :func:`carlib.prune_filters` has already made small
    the original fp32 layer (every filter, bias included).
 
 Storage, as counted here. Original: ``(filters x in x kh x kw + filters) x 32`` bits (the
-layer before any pruning). Compressed, when some weight is pruned (the sparse format): one
-entry per surviving weight, in the flattened ``(filter, in, kh, kw)`` order of the kept
-filters, holding its code (``bits``; 32 for unshared fp32 values) and the distance from the
-previous entry (``index_bits``, 8 for convolutions as in the paper; distances 1 to
-``2**index_bits``). A longer distance is bridged by filler entries whose value is zero, counted
-like any entry; when a layer needs fillers, one of the ``2**bits`` codes is the zero and k-means
+layer before any pruning). Compressed: the cheaper of two formats. Sparse (the paper's): one
+entry per surviving weight, in the flattened ``(filter, in, kh, kw)`` order of the kept filters,
+holding its code (``bits``; 32 for unshared fp32 values) and the distance from the previous
+entry (``index_bits``, 8 for convolutions as in the paper; distances 1 to ``2**index_bits``); a
+longer distance is bridged by filler entries whose value is zero, counted like any entry.
+Dense: one code per weight of the kept filters, a pruned weight coded as the zero. In either
+case a layer with pruned weights gives one of its ``2**bits`` codes to the zero, and k-means
 fits ``2**bits - 1`` values. Plus the codebook, ``2**bits x 32`` bits, and the bias of the kept
-filters in fp32. A layer with nothing pruned is stored dense (one code per weight, no
-distances). Filters removed structurally cost nothing; the kept shape is stated in the row, and
-the few integers of a shape header are not counted. Huffman coding of the two code streams
-(the paper's last stage) is a separate column: the coded lengths plus, per stream, one 8-bit
-code length for every symbol of its alphabet (a canonical code's table).
+filters in fp32. Filters removed structurally cost nothing; the kept shape is stated in the row,
+and the few integers of a shape header are not counted. Huffman coding of the code streams
+(values; positions when sparse), the paper's last stage, is a separate column: the coded
+lengths plus, per stream, one 8-bit code length for every symbol of its alphabet (a canonical
+code's table).
 """
 
 from __future__ import annotations
@@ -228,9 +229,8 @@ def share_weights(model: nn.Module, layer: str, bits: int = 5, *, index_bits: in
         model: the network (not modified); ``layer`` magnitude-pruned or not.
         layer: alias (``conv1``) or module path of the convolution.
         bits: bits of one code (default 5: 32 codes).
-        index_bits: bits of one relative position in the stored layer (default 8). When some
-            distance between survivors exceeds ``2**index_bits``, filler zeros are stored and
-            one code is the zero, so k-means fits ``2**bits - 1`` values.
+        index_bits: bits of one relative position in the stored layer (default 8). When
+            weights are pruned, one code is the zero and k-means fits ``2**bits - 1`` values.
 
     Returns:
         The copy; fine-tune it with :func:`carlib.finetune.finetune` to train the codebook.
@@ -241,7 +241,7 @@ def share_weights(model: nn.Module, layer: str, bits: int = 5, *, index_bits: in
     Example:
         >>> from torchvision.models import alexnet
         >>> m = share_weights(prune_weights(alexnet(), "conv1", 0.5), "conv1", bits=3)
-        >>> len(torch.unique(m.features[0].weight)) <= 8 + 1   # 8 values and the pruned zeros
+        >>> len(torch.unique(m.features[0].weight)) <= 7 + 1   # 7 values and the pruned zeros
         True
     """
     check_bits(bits)
@@ -251,8 +251,7 @@ def share_weights(model: nn.Module, layer: str, bits: int = 5, *, index_bits: in
     weight, mask, p = _state(conv)
     if isinstance(p, SharedWeights):
         raise CarlibError(f"the weights of {layer} are already shared; share them once")
-    fillers = storage_bits(mask, bits, 0, index_bits=index_bits)["fillers"]
-    k = 2 ** bits - (1 if fillers else 0)
+    k = 2 ** bits - (0 if bool(mask.all()) else 1)
     survivors = weight[mask]
     if survivors.numel() == 0:
         raise CarlibError(f"{layer}: {bits} bit(s) leave no code for its weights; use more bits")

@@ -48,7 +48,9 @@ def _huffman_bits(symbols: torch.Tensor) -> int:
 
 def storage_bits(mask: torch.Tensor, bits: int | None, n_bias: int, *, index_bits: int = 8,
                  codes: torch.Tensor | None = None) -> dict:
-    """The bits a layer takes in the format described in :mod:`carlib.compression`.
+    """The bits a layer takes in the format described in :mod:`carlib.compression`: dense (a
+    code per weight, pruned ones coded as the zero) or sparse (entries with relative positions),
+    whichever takes fewer bits.
 
     Args:
         mask: bool tensor, ``True`` for the stored (surviving) weights.
@@ -67,8 +69,11 @@ def storage_bits(mask: torch.Tensor, bits: int | None, n_bias: int, *, index_bit
     Example:
         >>> m = torch.zeros(600, dtype=torch.bool); m[[0, 3, 300]] = True   # gaps 1, 3, 297
         >>> s = storage_bits(m, 5, 0)   # 297 > 256: one filler; 4 entries of 5 + 8 bits
-        >>> s["fillers"], s["total_bits"] == 4 * 13 + 32 * 32
-        (1, True)
+        >>> s["format"], s["fillers"], s["total_bits"] == 4 * 13 + 32 * 32
+        ('sparse', 1, True)
+        >>> storage_bits(~m, 5, 0)["format"]   # 597 entries of 13 bits > 600 codes of 5
+        'dense'
+
     """
     g = check_bits(index_bits, "index_bits")
     vb = 32 if bits is None else check_bits(bits)
@@ -76,28 +81,25 @@ def storage_bits(mask: torch.Tensor, bits: int | None, n_bias: int, *, index_bit
     n, nnz = flat.numel(), int(flat.sum())
     codebook = 0 if bits is None else 2 ** bits * 32
     codes = None if codes is None else codes.detach().flatten().long().cpu()
-    if nnz == n:  # dense: no positions
-        value_syms = codes if codes is not None else torch.zeros(0, dtype=torch.long)
-        out = {"format": "dense", "entries": n, "fillers": 0, "value_bits": n * vb, "position_bits": 0}
-        huff_positions, pos_table = 0, 0
-    else:
+    zero = torch.tensor([-1])  # the zero's symbol: pruned weights (dense), fillers (sparse)
+    out = {"format": "dense", "entries": n, "fillers": 0, "value_bits": n * vb, "position_bits": 0}
+    value_syms = None if codes is None else torch.where(flat, codes, zero)
+    huff_positions = 0
+    if nnz < n:
         pos = torch.nonzero(flat).flatten()
         gaps = torch.diff(pos, prepend=torch.tensor([-1]))
         fill = torch.div(gaps - 1, 2 ** g, rounding_mode="floor")
         entries = nnz + int(fill.sum())
-        out = {"format": "sparse", "entries": entries, "fillers": int(fill.sum()),
-               "value_bits": entries * vb, "position_bits": entries * g}
-        top = torch.full((int(fill.sum()),), 2 ** g - 1)
-        gap_syms = torch.cat([top, gaps - 1 - fill * 2 ** g])
-        huff_positions, pos_table = _huffman_bits(gap_syms), 2 ** g * 8
-        value_syms = (torch.cat([torch.full((int(fill.sum()),), -1), codes[flat]])
-                      if codes is not None else torch.zeros(0, dtype=torch.long))
+        if entries * (vb + g) < n * vb:
+            out = {"format": "sparse", "entries": entries, "fillers": int(fill.sum()),
+                   "value_bits": entries * vb, "position_bits": entries * g}
+            top = torch.full((int(fill.sum()),), 2 ** g - 1)
+            huff_positions = _huffman_bits(torch.cat([top, gaps - 1 - fill * 2 ** g])) + 2 ** g * 8
+            value_syms = None if codes is None else torch.cat([zero.repeat(int(fill.sum())), codes[flat]])
     out.update(codebook_bits=codebook, bias_bits=32 * int(n_bias))
     out["total_bits"] = out["value_bits"] + out["position_bits"] + codebook + out["bias_bits"]
-    if bits is not None and codes is not None and len(value_syms):
-        huff_values, val_table = _huffman_bits(value_syms), 2 ** bits * 8
-    else:
-        huff_values, val_table = out["value_bits"], 0
-    out["huffman_bits"] = (huff_values + val_table + (huff_positions + pos_table if out["position_bits"] else 0)
-                           + codebook + out["bias_bits"])
+    huff_values = out["value_bits"]
+    if bits is not None and value_syms is not None:
+        huff_values = _huffman_bits(value_syms) + 2 ** bits * 8
+    out["huffman_bits"] = huff_values + huff_positions + codebook + out["bias_bits"]
     return out

@@ -85,7 +85,7 @@ def test_the_gradient_of_a_shared_value_is_the_sum_of_its_weights_gradients():
     plain(x).square().sum().backward()
     p = net.features[0].parametrizations.weight[0]
     g = plain.features[0].weight.grad[p.mask]
-    want = torch.zeros(8).index_add_(0, p.index[p.mask], g)
+    want = torch.zeros(7).index_add_(0, p.index[p.mask], g)  # 2**3 codes, one of them the zero
     torch.testing.assert_close(net.features[0].parametrizations.weight.original.grad, want)
 
 
@@ -156,4 +156,6 @@ def test_deep_compress_runs_the_pipeline_and_resumes(tmp_path, capsys):
     assert torch.equal(again.features[3].weight, net.features[3].weight)
     untuned, same = deep_compress(start, "conv2", None, sparsity=0.5, bits=2, work_dir=tmp_path,
                                   original=(16, 6, 3, 3))
-    assert same == row and not torch.equal(untuned.features[3].weight, net.features[3].weight)
+    assert {k: v for k, v in same.items() if "huffman" not in k} == {  # code frequencies differ
+        k: v for k, v in row.items() if "huffman" not in k}
+    assert not torch.equal(untuned.features[3].weight, net.features[3].weight)

@@ -40,6 +40,19 @@ def test_huffman_column_counts_code_lengths_and_tables():
     assert sparse["huffman_bits"] == 9 + 32 * 8 + 14 + 256 * 8 + 32 * 32
 
 
+def test_the_cheaper_format_is_counted():
+    mask = torch.ones(600, dtype=torch.bool)
+    mask[[7, 8, 400]] = False  # 597 entries of 5 + 8 bits cost more than 600 codes of 5
+    dense = storage_bits(mask, 5, 3)
+    assert (dense["format"], dense["entries"], dense["position_bits"]) == ("dense", 600, 0)
+    assert dense["total_bits"] == 600 * 5 + 32 * 32 + 3 * 32
+    fp32 = storage_bits(mask, None, 3)  # zeros stored as fp32 zeros: the original's size
+    assert fp32["format"] == "dense" and fp32["total_bits"] == (600 + 3) * 32
+    codes = torch.where(mask, 1, 0)
+    # Huffman: 597 weights of code 1 and 3 zeros -> one bit each; table 32 x 8
+    assert storage_bits(mask, 5, 3, codes=codes)["huffman_bits"] == 600 + 256 + 32 * 32 + 3 * 32
+
+
 @pytest.mark.parametrize("kwargs,words", [({"bits": 0}, "bits must be"), ({"bits": 17}, "bits must be"),
                                           ({"bits": 5, "index_bits": 0}, "index_bits must be")])
 def test_bad_bit_counts_are_refused_in_one_line(kwargs, words):

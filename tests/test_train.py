@@ -46,7 +46,7 @@ def test_the_recipe_decays_weights_not_vectors_and_evaluates_few_classes():
     opt, sched = T.sgd_one_cycle(net, T.TrainConfig(epochs=2, lr=0.1), steps_per_epoch=5)
     decay, no_decay = (sum(p.numel() for p in g["params"]) for g in opt.param_groups)
     assert decay == 6 * 3 * 9 + 4 * 8  # conv1 and linear weights
-    assert no_decay == 6 + 4 + 8 + 4  # biases and conv2's four shared values
+    assert no_decay == 6 + 3 + 8 + 4  # biases and conv2's shared values (3: one code is the zero)
     assert opt.param_groups[0]["weight_decay"] > 0 == opt.param_groups[1]["weight_decay"]
     assert sched.get_last_lr()[0] == pytest.approx(0.01)  # the one-cycle start: lr / 10
     top1, top5 = T.evaluate(net, prototype_images(n=8))  # 4 classes: top-5 counts every image
