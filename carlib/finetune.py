@@ -12,6 +12,7 @@ retrained from scratch, as Han et al. 2015 advise for retraining after pruning).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -88,8 +89,8 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
         ``train_loss``, ``train_top1``, [``val_top1``, ``val_top5``], ``lr_end``, ``seconds``).
 
     Raises:
-        CarlibError: an unwritable ``work_dir``, fewer than 5 optimizer steps in all, or
-        images whose classes the network does not have.
+        CarlibError: an unwritable ``work_dir``, fewer than 5 optimizer steps in all, images
+        whose classes the network does not have, or a training loss that is not finite.
 
     Example:
         >>> small = carlib.prune_filters(carlib.load_model(), "conv1", range(32))  # doctest: +SKIP
@@ -125,6 +126,10 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
                              progress=progress)
     finally:
         torch.set_num_threads(threads)
+    diverged = [r["epoch"] for r in rows if not math.isfinite(r["train_loss"])]
+    if diverged:
+        raise CarlibError(f"fine-tuning diverged (training loss not finite in epoch {diverged[0]}, "
+                          f"peak lr {cfg.lr}); fine-tune again with a lower lr")
     return tuned.eval(), pd.DataFrame(rows)
 
 

@@ -70,7 +70,7 @@ def test_the_start_network_is_not_modified(tmp_path):
 
 @pytest.mark.parametrize("case,words", [
     ("few", "fewer than the 5 the schedule needs"), ("classes", "the network has 2 outputs"),
-    ("work_dir", "cannot create the folder"),
+    ("work_dir", "cannot create the folder"), ("diverged", "fine-tuning diverged"),
 ])
 def test_bad_input_is_one_line(tmp_path, case, words):
     data, model, work = prototype_images(), TinyNet(), tmp_path / "w"
@@ -79,6 +79,8 @@ def test_bad_input_is_one_line(tmp_path, case, words):
         cfg = finetune_config(1, batch_size=16, threads=1)
     elif case == "classes":
         model = TinyNet(classes=2)
+    elif case == "diverged":
+        cfg = finetune_config(1, lr=1e12, batch_size=8, threads=1)
     else:
         (tmp_path / "file").write_text("x")
         work = tmp_path / "file" / "w"
