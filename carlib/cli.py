@@ -1,4 +1,4 @@
-"""The command line: ``python -m carlib {info,train,car,prune}`` (also installed as ``carlib``).
+"""The command line: ``python -m carlib {info,train,finetune,car,prune}`` (also installed as ``carlib``).
 
 Started by ``torchrun`` (or ``srun`` with the same environment), ``car`` and ``prune`` split the
 images over the processes (:mod:`carlib.distributed`); rank 0 writes the results.
@@ -75,6 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None,
                    help="weights file (default: carlib/weights/alexnet-tiny.pt)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    f = sub.add_parser("finetune", help="fine-tune a (pruned) alexnet-tiny on Tiny ImageNet train "
+                                        "with the training recipe")
+    f.add_argument("--weights", type=Path, required=True,
+                   help="the network to start from: a state dict of alexnet-tiny, pruned or not "
+                        "(e.g. from prune --save-model)")
+    f.add_argument("--out", type=Path, required=True,
+                   help="the fine-tuned state dict (.pt), its sha256 beside it (<file>.sha256)")
+    f.add_argument("--epochs", type=int, default=1)
+    f.add_argument("--lr", type=float, default=0.008,
+                   help="peak learning rate (default 0.008, a tenth of train's)")
+    f.add_argument("--batch-size", type=int, default=128)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--per-class-images", type=int, default=None, metavar="K",
+                   help="train on the first K images of every class (default: all 500)")
+    f.add_argument("--no-val", action="store_true",
+                   help="skip the evaluation on Tiny ImageNet val after each epoch")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.add_argument("--work-dir", type=Path, default=None,
+                   help="folder of the per-epoch checkpoint <stem>.ckpt.pt and log <stem>.log.csv "
+                        "(default: the folder of --out); a run started again resumes from it")
 
     c = sub.add_parser("car", help="the CAR index of every filter of a layer")
     _add_common(c)
@@ -235,6 +256,33 @@ def _train(args: argparse.Namespace, argv: list[str]) -> None:
     print(f"val top-1 {meta['val_top1']:.4f}, top-5 {meta['val_top5']:.4f}")
 
 
+def _finetune(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .files import check_writable
+    from .finetune import finetune, finetune_config, load_alexnet_tiny
+    from .models import save_checkpoint
+
+    cfg = finetune_config(args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size)
+    if args.per_class_images is not None and args.per_class_images < 1:
+        raise CarlibError(f"--per-class-images must be at least 1, got {args.per_class_images}; "
+                          "leave it out to use every image")
+    out = check_writable(args.out)
+    work = args.work_dir or out.parent
+    if work.exists() and not work.is_dir():
+        raise CarlibError(f"--work-dir {work} is a file; name a folder")
+    model = load_alexnet_tiny(args.weights)
+    train = load_dataset("tiny-imagenet", "train", per_class=args.per_class_images,
+                         progress=not args.quiet)
+    val = None if args.no_val else load_dataset("tiny-imagenet", "val", progress=not args.quiet)
+    tuned, log = finetune(model, train, val, cfg, work_dir=work, name=out.stem,
+                          progress=not args.quiet)
+    save_checkpoint(tuned.state_dict(), out)
+    last = log.iloc[-1]
+    acc = "" if val is None else f"; val top-1 {last['val_top1']:.4f}, top-5 {last['val_top5']:.4f}"
+    print(f"{len(log)} epoch(s), train loss {last['train_loss']:.4f}{acc}; saved to {out} "
+          f"(sha256 in {out}.sha256)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 bad input, 1 another process of
     the run failed, 130 interrupted)."""
@@ -245,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             _info(args)
         elif args.command == "train":
             _train(args, argv)
+        elif args.command == "finetune":
+            _finetune(args)
         elif args.command == "car":
             _car(args)
         elif args.command == "prune":

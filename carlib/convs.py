@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SamePadConv2d", "same_padding", "is_rewritable_conv"]
+__all__ = ["SamePadConv2d", "same_padding", "is_rewritable_conv", "copy_conv"]
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -72,14 +72,7 @@ class SamePadConv2d(nn.Conv2d):
             >>> SamePadConv2d.from_conv(nn.Conv2d(3, 8, 3, 2, 1)).padding
             (0, 0)
         """
-        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
-                  conv.dilation, conv.groups, conv.bias is not None,
-                  device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            new.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                new.bias.copy_(conv.bias)
-        return new.train(conv.training)
+        return copy_conv(conv, cls, padding=0, padding_mode="zeros")
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` zero-padded as ``"SAME"`` needs (bottom and right get the larger half)."""
@@ -102,3 +95,31 @@ def is_rewritable_conv(module: nn.Module) -> bool:
         (True, True)
     """
     return type(module) in (nn.Conv2d, SamePadConv2d)
+
+
+def copy_conv(conv: nn.Conv2d, cls: type | None = None, **changes: object) -> nn.Conv2d:
+    """A new convolution of class ``cls`` (default: ``conv``'s) with ``conv``'s hyper-parameters,
+    but ``changes``, and a copy of its weight and bias, in ``conv``'s mode.
+
+    Args:
+        conv: the convolution to copy (its ``weight`` may be computed by a parametrization).
+        cls: ``nn.Conv2d`` or a subclass taking ``nn.Conv2d``'s arguments.
+        changes: constructor arguments to change (``padding``, ``padding_mode``).
+
+    Returns:
+        The new module.
+
+    Example:
+        >>> copy_conv(nn.Conv2d(3, 8, 3, padding=1), padding=0).padding
+        (0, 0)
+    """
+    args = dict(in_channels=conv.in_channels, out_channels=conv.out_channels,
+                kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+                padding_mode=conv.padding_mode)
+    new = (cls or type(conv))(**{**args, **changes}, device=conv.weight.device, dtype=conv.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new.train(conv.training)

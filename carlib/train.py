@@ -24,7 +24,8 @@ from .data import ImageDataset, load_dataset
 from .files import atomic_path, sha256_file, write_text_atomic
 from .models import AlexNetTiny, DEFAULT_WEIGHTS, fold_batchnorm
 
-__all__ = ["TrainConfig", "train_alexnet_tiny", "evaluate"]
+__all__ = ["TrainConfig", "train_alexnet_tiny", "evaluate", "augment", "sgd_one_cycle",
+           "run_epochs"]
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TrainConfig:
     threads: int = 0  # 0: all cores
 
 
-def _augment(pixels: np.ndarray, gen: torch.Generator, pad: int, ds: ImageDataset) -> torch.Tensor:
+def augment(pixels: np.ndarray, gen: torch.Generator, pad: int, ds: ImageDataset) -> torch.Tensor:
     """Random crop (zero padding of ``pad``) and horizontal flip of a uint8 batch."""
     x = ds.normalize(pixels)
     b, c, h, w = x.shape
@@ -76,7 +77,8 @@ def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int = 500) -> tuple
     for i in range(0, len(ds), batch_size):
         x = ds.normalize(ds.images[i : i + batch_size]).contiguous(memory_format=torch.channels_last)
         y = torch.as_tensor(ds.labels[i : i + batch_size])
-        top = model(x).topk(5, dim=1).indices
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         c1 += int((top[:, 0] == y).sum())
         c5 += int((top == y[:, None]).any(1).sum())
     return c1 / len(ds), c5 / len(ds)
@@ -85,6 +87,127 @@ def evaluate(model: nn.Module, ds: ImageDataset, batch_size: int = 500) -> tuple
 def _save_atomic(obj: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def sgd_one_cycle(model: nn.Module, cfg: TrainConfig,
+                  steps_per_epoch: int) -> tuple[torch.optim.Optimizer, object]:
+    """The optimizer and schedule of the recipe: Nesterov SGD, weight decay on every parameter
+    but the vectors (biases, BatchNorm terms, weight-sharing codebooks), one-cycle
+    learning rate peaking at ``cfg.lr`` a quarter of the way.
+
+    Args:
+        model: the network whose parameters are trained.
+        cfg: the hyper-parameters (``lr``, ``momentum``, ``weight_decay``, ``epochs``).
+        steps_per_epoch: optimizer steps in one epoch.
+
+    Returns:
+        ``(optimizer, scheduler)``; call ``scheduler.step()`` after every optimizer step.
+
+    Example:
+        >>> opt, sched = sgd_one_cycle(nn.Linear(2, 2), TrainConfig(epochs=1), 10)
+        >>> round(sched.get_last_lr()[0], 4)
+        0.008
+    """
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25,
+        div_factor=10.0, final_div_factor=200.0)
+    return opt, sched
+
+
+def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, cfg: TrainConfig,
+               *, ckpt_path: Path, log_path: Path, key: dict | None = None,
+               progress: bool = True) -> tuple[list[dict], float]:
+    """Train ``model`` in place for ``cfg.epochs`` epochs with the recipe, resumably.
+
+    Every epoch shuffles the images with a generator seeded by ``cfg.seed`` and the epoch,
+    augments them (:func:`augment`), takes one optimizer step per batch (:func:`sgd_one_cycle`,
+    label-smoothed cross-entropy), evaluates on ``val`` when given, then atomically writes a
+    checkpoint (model, optimizer, schedule, torch's random state, log) to ``ckpt_path`` and the
+    log so far to ``log_path`` (CSV). A checkpoint whose ``key`` matches is resumed: a run
+    killed between epochs and started again ends with the weights of an uninterrupted run.
+
+    Args:
+        model: the network, trained in place (channels-last inputs).
+        train: training images (in memory).
+        val: images evaluated after each epoch (``val_top1``, ``val_top5`` in the log), or ``None``.
+        cfg: the hyper-parameters.
+        ckpt_path: the per-epoch checkpoint.
+        log_path: the per-epoch log (``.csv``).
+        key: what must match for a checkpoint to be resumed (default ``asdict(cfg)``).
+        progress: show a tqdm bar per epoch.
+
+    Returns:
+        ``(log_rows, train_seconds)``: one dict per epoch, and the seconds spent in all epochs.
+
+    Example:
+        >>> rows, seconds = run_epochs(model, train, None, TrainConfig(epochs=1),
+        ...                            ckpt_path=Path("w.ckpt.pt"), log_path=Path("w.log.csv"))  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    key = asdict(cfg) if key is None else key
+    steps_per_epoch = len(train) // cfg.batch_size
+    opt, sched = sgd_one_cycle(model, cfg, steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    start_epoch, log_rows, elapsed = 0, [], 0.0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("config") == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            if "rng" in state:
+                torch.set_rng_state(state["rng"])
+            start_epoch, log_rows, elapsed = state["epoch"], state["log"], state["elapsed"]
+            print(f"resuming from epoch {start_epoch} ({ckpt_path})", file=sys.stderr)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(train), generator=gen).numpy()
+        tot_loss = tot_correct = seen = 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, mininterval=30.0)
+        for s in bar:
+            idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
+            x = augment(train.images[idx], gen, cfg.pad, train)
+            y = torch.as_tensor(train.labels[idx])
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot_loss += float(loss.detach()) * len(idx)
+            tot_correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            if s % 50 == 0:
+                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
+        row = {"epoch": epoch + 1, "train_loss": round(tot_loss / seen, 4),
+               "train_top1": round(tot_correct / seen, 4)}
+        if val is not None:
+            top1, top5 = evaluate(model, val)
+            row.update(val_top1=round(top1, 4), val_top5=round(top5, 4))
+        elapsed += time.time() - t0
+        row.update(lr_end=float(sched.get_last_lr()[0]), seconds=round(time.time() - t0, 1))
+        log_rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        _save_atomic({"config": key, "model": model.state_dict(), "opt": opt.state_dict(),
+                      "sched": sched.state_dict(), "epoch": epoch + 1, "log": log_rows,
+                      "elapsed": elapsed, "rng": torch.get_rng_state()}, ckpt_path)
+        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(log_rows[0]))
+            w.writeheader()
+            w.writerows(log_rows)
+    return log_rows, elapsed
 
 
 def train_alexnet_tiny(
@@ -115,8 +238,6 @@ def train_alexnet_tiny(
     Example:
         >>> train_alexnet_tiny(TrainConfig(epochs=1), out=Path("/tmp/a.pt"))  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     from .paths import data_dir
 
     cfg = config or TrainConfig()
@@ -135,66 +256,8 @@ def train_alexnet_tiny(
 
     model = AlexNetTiny(num_classes=train.num_classes, batch_norm=True).to(
         memory_format=torch.channels_last)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        (no_decay if p.ndim == 1 else decay).append(p)
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    steps_per_epoch = len(train) // cfg.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25,
-        div_factor=10.0, final_div_factor=200.0)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
-    start_epoch, log_rows, elapsed = 0, [], 0.0
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("config") == asdict(cfg):
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            start_epoch, log_rows, elapsed = state["epoch"], state["log"], state["elapsed"]
-            print(f"resuming from epoch {start_epoch} ({ckpt_path})", file=sys.stderr)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(train), generator=gen).numpy()
-        tot_loss = tot_correct = seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, mininterval=30.0)
-        for s in bar:
-            idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
-            x = _augment(train.images[idx], gen, cfg.pad, train)
-            y = torch.as_tensor(train.labels[idx])
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot_loss += float(loss.detach()) * len(idx)
-            tot_correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-            if s % 50 == 0:
-                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
-        top1, top5 = evaluate(model, val)
-        elapsed += time.time() - t0
-        row = {"epoch": epoch + 1, "train_loss": round(tot_loss / seen, 4),
-               "train_top1": round(tot_correct / seen, 4), "val_top1": round(top1, 4),
-               "val_top5": round(top5, 4), "lr_end": float(sched.get_last_lr()[0]),
-               "seconds": round(time.time() - t0, 1)}
-        log_rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
-        _save_atomic({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                      "sched": sched.state_dict(), "epoch": epoch + 1, "log": log_rows,
-                      "elapsed": elapsed}, ckpt_path)
-        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(log_rows[0]))
-            w.writeheader()
-            w.writerows(log_rows)
+    _, elapsed = run_epochs(model, train, val, cfg, ckpt_path=ckpt_path, log_path=log_path,
+                            progress=progress)
 
     folded = fold_batchnorm(model.eval())
     top1, top5 = evaluate(folded, val)

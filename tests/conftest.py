@@ -253,3 +253,30 @@ def folder_copy(ds, folder):
         samples.append((str(folder / f"{i}.png"), int(y)))
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(ds.mean, ds.std)])
     return FolderDataset("t", "val", samples, ds.classes, ds.class_names, tf)
+
+
+class TinyNet(nn.Module):
+    """conv(3->6, 3x3) -> ReLU -> pool -> conv(6->8) -> ReLU -> global pool -> dropout -> linear."""
+
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(8, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def prototype_images(n: int = 64, classes: int = 4, size: int = 12, seed: int = 0):
+    """An in-memory uint8 dataset: one random prototype per class plus noise (learnable in a few steps)."""
+    import numpy as np
+
+    from carlib.data import ImageDataset
+
+    g = np.random.default_rng(seed)
+    protos = g.integers(40, 216, (classes, size, size, 3))
+    y = np.arange(n) % classes
+    imgs = np.clip(protos[y] + g.normal(0, 30, (n, size, size, 3)), 0, 255).astype(np.uint8)
+    names = [f"c{i}" for i in range(classes)]
+    return ImageDataset("t", "train", imgs, y, names, names)

@@ -223,3 +223,37 @@ def test_a_damaged_journal_is_one_line_naming_file_and_line(capsys, env):
     code, _, err = run(capsys, *argv)
     assert code == 2 and f"journal {journal} line 3" in err and "UTF-8" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_finetune_a_pruned_network(capsys, env):
+    from carlib import prune_filters
+    from carlib.finetune import load_alexnet_tiny
+    from carlib.models import save_checkpoint
+
+    tmp, weights = env
+    small = save_checkpoint(prune_filters(AlexNetTiny().eval(), "conv1", range(32)).state_dict(),
+                            tmp / "small.pt")
+    args = ["finetune", "--weights", str(small), "--epochs", "2", "--batch-size", "2", "--no-val",
+            "--out", str(tmp / "tuned.pt"), "--quiet"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "2 epoch(s)" in out and (tmp / "tuned.pt.sha256").is_file()
+    assert (tmp / "tuned.log.csv").read_text().count("\n") == 3 and (tmp / "tuned.ckpt.pt").is_file()
+    tuned = load_alexnet_tiny(tmp / "tuned.pt")
+    assert tuned.features[0].out_channels == 32
+    assert not torch.equal(tuned.features[0].weight, load_alexnet_tiny(small).features[0].weight)
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--epochs", "0"], "epochs must be an integer of at least 1"),
+    (["--lr", "-1"], "lr must be a positive number"),
+    (["--per-class-images", "0"], "--per-class-images must be at least 1"),
+    (["--weights", "missing.pt"], "not found"),
+    (["--out", "no/such/folder/t.pt"], "does not exist"),
+])
+def test_finetune_bad_input_is_one_line(capsys, env, extra, words):
+    tmp, weights = env
+    opts = {"--weights": str(weights), "--out": str(tmp / "t.pt"), **dict(zip(extra[::2], extra[1::2]))}
+    code, out, err = run(capsys, "finetune", "--quiet", *[a for kv in opts.items() for a in kv])
+    assert code == 2 and words in err and err.count("\n") == 1, err
+    assert not (tmp / "t.pt").exists()

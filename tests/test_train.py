@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 import carlib.train as T
@@ -35,3 +36,18 @@ def test_training_is_deterministic_and_writes_everything_atomically(tmp_path, mo
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
     # the folded network has no BatchNorm: conv -> ReLU -> pool, as the committed weights
     assert not any("running_mean" in k for k in outs[0])
+
+
+def test_the_recipe_decays_weights_not_vectors_and_evaluates_few_classes():
+    from carlib.compression import prune_weights, share_weights
+    from conftest import TinyNet, prototype_images
+
+    net = share_weights(prune_weights(TinyNet(), "conv2", 0.5), "conv2", bits=2)
+    opt, sched = T.sgd_one_cycle(net, T.TrainConfig(epochs=2, lr=0.1), steps_per_epoch=5)
+    decay, no_decay = (sum(p.numel() for p in g["params"]) for g in opt.param_groups)
+    assert decay == 6 * 3 * 9 + 4 * 8  # conv1 and linear weights
+    assert no_decay == 6 + 3 + 8 + 4  # biases and conv2's shared values (3: one code is the zero)
+    assert opt.param_groups[0]["weight_decay"] > 0 == opt.param_groups[1]["weight_decay"]
+    assert sched.get_last_lr()[0] == pytest.approx(0.01)  # the one-cycle start: lr / 10
+    top1, top5 = T.evaluate(net, prototype_images(n=8))  # 4 classes: top-5 counts every image
+    assert top5 == 1.0 and 0 <= top1 <= 1
