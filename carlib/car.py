@@ -91,7 +91,7 @@ def car_index(
         filters: only these filters (default: all).
         topk: 1 for top-1 accuracy, 5 for top-5.
         batch_size: images per batch in front of the pruned layer (a positive integer; default
-            :func:`carlib.engine.default_batch_size`: 256 on a CPU, 32 at 224x224, 1024 on a GPU).
+            :func:`carlib.engine.default_batch_size`: 256 on a CPU, 16 at 224x224, 1024 on a GPU).
         device: ``"cpu"`` (default) or ``"cuda"``.
         progress: show a progress bar (rank 0's images, under a process group).
         method: ``"auto"``, ``"fast"`` or ``"masked"`` (see :mod:`carlib.engine`).

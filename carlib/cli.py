@@ -47,7 +47,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", required=True, help="conv1, conv2, ... or a module path such as features.0")
     p.add_argument("--topk", type=int, default=1, choices=(1, 5), help="top-1 (default) or top-5 accuracy")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images per batch (default: 256 on a CPU, 32 at 224x224; 1024 on a GPU)")
+                   help="images per batch (default: 256 on a CPU, 16 at 224x224; 1024 on a GPU)")
     p.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or auto (the GPU when present)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="arithmetic after the pruned layer's consumer: fp32, or bf16 with every "

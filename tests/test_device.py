@@ -48,3 +48,14 @@ def test_bf16_flags_from_cpuinfo():
     assert bf16_flags("flags\t\t: fpu avx512_bf16 amx_bf16 amx_tile\n") == ("amx_bf16", "avx512_bf16")
     assert bf16_flags("flags\t\t: fpu sse avx2 fma\n") == ()
     assert bf16_flags("no flags line here") == ()
+
+
+def test_default_batch_size_fits_large_images_in_fewer_images_per_batch():
+    from carlib.engine import default_batch_size
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert default_batch_size(cpu, (3, 64, 64)) == 256  # the default profile's batches
+    assert default_batch_size(cpu, (3, 32, 32)) == 256
+    assert default_batch_size(cpu, (3, 224, 224)) == 16
+    assert default_batch_size(cpu, (3, 4096, 4096)) == 1
+    assert default_batch_size(gpu, (3, 224, 224)) == 1024

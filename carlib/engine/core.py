@@ -68,7 +68,7 @@ class Engine:
         data: a carlib dataset or ``(images, labels)``.
         device: ``"cpu"``, ``"cuda"``, ``"auto"`` ... (default: CPU).
         batch_size: images per prefix batch (default :func:`~carlib.engine.default_batch_size`:
-            1024 on a GPU; 256 on a CPU, fewer for large images, e.g. 32 at 224x224).
+            1024 on a GPU; 256 on a CPU, fewer for large images, e.g. 16 at 224x224).
         pair_batch: (image, filter) pairs per forward pass of the suffix (default from
             ``group_bytes``).
         topk: 1 or 5.

@@ -63,15 +63,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-#: input bytes per image batch on a CPU: 256 images up to about 100x100 RGB, fewer for larger ones
-CPU_BATCH_BYTES = 24 << 20
+#: fp32 input bytes per image batch on a CPU: 256 RGB images of 64x64 (12 MiB), fewer larger ones
+CPU_BATCH_BYTES = 256 * 3 * 64 * 64 * 4
 
 
 def default_batch_size(device: torch.device, image_shape: tuple[int, ...]) -> int:
     """Images per batch when the caller sets none: 1024 on a GPU; on a CPU 256, or the largest
-    power of two whose fp32 inputs fit in :data:`CPU_BATCH_BYTES` when that is smaller (32 at
-    224x224), where a suffix pass of fewer (image, filter) pairs stays in cache (measured,
-    bench/README.md).
+    power of two whose fp32 inputs fit in :data:`CPU_BATCH_BYTES` when that is smaller (16 at
+    224x224): large images in smaller passes stay in cache (measured, bench/README.md).
 
     Args:
         device: where the engine computes.
@@ -82,7 +81,7 @@ def default_batch_size(device: torch.device, image_shape: tuple[int, ...]) -> in
 
     Example:
         >>> default_batch_size(torch.device("cpu"), (3, 64, 64)), default_batch_size(torch.device("cpu"), (3, 224, 224))
-        (256, 32)
+        (256, 16)
     """
     if device.type == "cuda":
         return 1024
