@@ -30,8 +30,8 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: setup ## run the test suite and the notebook regression tests (smoke profile) [TEST_WORKERS=auto]
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
-	CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
+	CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup \
+	  --doctest-modules --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider carlib tests notebooks
 
 test-fast: setup ## run the unit tests only
 	$(BIN)/python -m pytest -q tests

@@ -10,7 +10,10 @@ from carlib.errors import CarlibError
 
 
 def test_profiles():
-    assert set(PROFILES) == {"default", "paper", "imagenet", "smoke"}
+    assert set(PROFILES) == {"default", "paper", "imagenet", "full", "smoke"}
+    full = get_profile("full")
+    assert (full.per_class, full.greedy_per_class, full.held_out_orders) == (50, 25, True)  # 5,000 / 5,000
+    assert full.greedy_steps == {"conv1": 32, "conv2": 96}  # half of alexnet-tiny's 64 and 192
     paper = get_profile("paper")
     assert (paper.model, paper.dataset, paper.per_class, paper.device) == ("alexnet", "imagenet", 50, "auto")
     assert paper.greedy_steps == {"conv1": 32, "conv2": 96}  # half of torchvision's 64 and 192

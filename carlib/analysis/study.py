@@ -19,6 +19,7 @@ from ..baselines import car_order, l1_order, order_curve, random_order
 from ..car import car_index, car_table
 from ..data import DataLike, data_fingerprint, load_dataset, subset_per_class
 from ..engine import Engine, resolve_device
+from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
 from ..greedy import greedy_prune
 from ..layers import ConvLayer, resolve_layer
@@ -125,34 +126,59 @@ class Study:
             self._plans[layer] = analyze(self.model, self.profile.layer_path(layer))
         return self._plans[layer]
 
-    def car_per_class(self, layer: str) -> pd.DataFrame:
+    def halves(self) -> dict[str, np.ndarray]:
+        """Indices into the CAR images: ``selection`` (the greedy images, the first
+        ``greedy_per_class`` of each class) and ``test`` (the others, :meth:`heldout_data`)."""
+        labels = np.asarray(self.data.labels)
+        seen = np.sort(subset_per_class(labels, self.profile.greedy_per_class, self.data.num_classes))
+        return {"selection": seen, "test": np.setdiff1d(np.arange(len(labels)), seen)}
+
+    def car_per_class(self, layer: str, images: str = "all") -> pd.DataFrame:
         """CAR of every filter of ``layer`` for every class (one pass gives both tables).
+
+        Args:
+            layer: the role or layer.
+            images: ``"all"`` CAR images, or (profiles with ``held_out_orders``) the
+                ``"selection"`` or ``"test"`` half of :meth:`halves`.
 
         With the profile's ``shard_images`` set, the images are counted in shards of that
         size, each shard's integer counts cached on its own (an interrupted run resumes at the
-        first missing shard); the sums give the same table as one pass.
+        first missing shard); the sums give the same table as one pass. With
+        ``held_out_orders`` the shards lie within the halves, whose sums give ``"all"``.
         """
+        if images not in ("all", "selection", "test"):
+            raise CarlibError(f"unknown image set {images!r}; use 'all', 'selection' or 'test'")
+        if images != "all" and not self.profile.held_out_orders:
+            raise CarlibError(f"profile {self.profile.name!r} has no selection and test halves "
+                              "(held_out_orders=False); use images='all'")
+        name = f"car_per_class_{layer}" + ("" if images == "all" else f"_{images}")
         if not self.profile.shard_images:
-            return self.table(f"car_per_class_{layer}", lambda: car_index(
-                self.model, self.plan(layer), self.data, per_class=True, device=self.device,
+            data = self.data if images == "all" else self.data.subset(self.halves()[images])
+            return self.table(name, lambda: car_index(
+                self.model, self.plan(layer), data, per_class=True, device=self.device,
                 progress=self.progress), layer=layer)
-        return self.table(f"car_per_class_{layer}", lambda: self._car_from_shards(layer), layer=layer)
+        return self.table(name, lambda: self._car_from_shards(layer, images), layer=layer)
 
-    def _car_from_shards(self, layer: str) -> pd.DataFrame:
+    def _car_from_shards(self, layer: str, images: str) -> pd.DataFrame:
         from tqdm.auto import tqdm
 
         size = int(self.profile.shard_images)
-        n_img, filters = len(self.data), list(range(self.layer(layer).filters))
+        groups = ([(f"{h}_", idx) for h, idx in self.halves().items() if images in ("all", h)]
+                  if self.profile.held_out_orders else [("", np.arange(len(self.data)))])
+        filters = list(range(self.layer(layer).filters))
         parts = []
-        with tqdm(total=n_img * len(filters), desc=f"CAR {layer} (shards of {size})", unit="img",
-                  unit_scale=True, disable=not self.progress, mininterval=1.0) as bar:
-            for first in range(0, n_img, size):
-                idx = np.arange(first, min(first + size, n_img))
-                parts.append(self.table(f"parts/car_counts_{layer}_{first:06d}",
-                                        lambda idx=idx: self._car_counts(layer, idx, filters, bar),
-                                        layer=layer, first=int(idx[0]), last=int(idx[-1])))
-                bar.n = int(idx[-1] + 1) * len(filters)  # a cached shard counts as done
-                bar.refresh()
+        with tqdm(total=sum(len(g[1]) for g in groups) * len(filters), desc=f"CAR {layer} (shards of {size})",
+                  unit="img", unit_scale=True, disable=not self.progress, mininterval=1.0) as bar:
+            done = 0
+            for tag, every in groups:
+                for first in range(0, len(every), size):
+                    idx = every[first : first + size]
+                    parts.append(self.table(f"parts/car_counts_{layer}_{tag}{first:06d}",
+                                            lambda idx=idx: self._car_counts(layer, idx, filters, bar),
+                                            layer=layer, first=int(idx[0]), last=int(idx[-1])))
+                    done += len(idx)
+                    bar.n = done * len(filters)  # a cached shard counts as done
+                    bar.refresh()
         counts = pd.concat(parts).groupby(["filter", "class"], as_index=False)[["correct", "n"]].sum()
         classes = self.data.num_classes
         wide = counts.pivot(index="filter", columns="class", values="correct").reindex(
@@ -176,14 +202,19 @@ class Study:
                              "class": np.tile(keep.numpy(), len(filters) + 1),
                              "correct": rows.flatten().numpy(), "n": np.tile(n[keep].numpy(), len(filters) + 1)})
 
-    def car(self, layer: str) -> pd.DataFrame:
+    def car(self, layer: str, images: str = "all") -> pd.DataFrame:
         """CAR of every filter of ``layer`` (aggregated from :meth:`car_per_class`)."""
-        long = self.car_per_class(layer)
+        long = self.car_per_class(layer, images)
         df = overall_from_per_class(long)
         df.attrs["base_accuracy"] = float(((long["accuracy"] + long["car"]) * long["n"]).groupby(
             long["filter"]).sum().round().iloc[0] / long.groupby("filter")["n"].sum().iloc[0])
         df.attrs["n_images"] = int(long.groupby("filter")["n"].sum().iloc[0])
         return df
+
+    def oneshot_car(self, layer: str) -> pd.DataFrame:
+        """The CAR that orders filters one-shot: on the selection half with ``held_out_orders``
+        (the test half then never chooses a filter), else on all CAR images."""
+        return self.car(layer, "selection" if self.profile.held_out_orders else "all")
 
     def greedy(self, layer: str) -> pd.DataFrame:
         """The paper's greedy loop to the profile's depth (journaled, resumable)."""
@@ -210,7 +241,7 @@ class Study:
             greedy = self.greedy(layer)
             orders: list[tuple[str, int, list[int], int]] = [
                 ("car-greedy", -1, list(greedy["filter"]), len(greedy)),
-                ("car-oneshot", -1, car_order(self.car(layer)), half),
+                ("car-oneshot", -1, car_order(self.oneshot_car(layer)), half),
                 ("l1", -1, l1_order(self.model, self.plan(layer).layer.path), half)]
             orders += [("random", s, random_order(n, s), half) for s in self.profile.random_seeds]
             parts = []
@@ -262,7 +293,7 @@ class Study:
                 return pd.DataFrame(columns=cols)
             eng = Engine(self.model, self.plan(layer), held, device=self.device)
             greedy = [int(f) for f in self.greedy(layer)["filter"]]
-            orders = [("car-greedy", -1, greedy), ("car-oneshot", -1, car_order(self.car(layer))),
+            orders = [("car-greedy", -1, greedy), ("car-oneshot", -1, car_order(self.oneshot_car(layer))),
                       ("l1", -1, l1_order(self.model, self.plan(layer).layer.path))]
             orders += [("random", s, random_order(n, s)) for s in self.profile.random_seeds]
             base, _, counts = eng.evaluate([], [])

@@ -1,0 +1,185 @@
+"""Choose on one half, compare on the other: every pruning order of a layer, chosen on the
+selection half of a profile with ``held_out_orders`` (:meth:`Study.halves`), evaluated on the
+test half, with Wilson intervals and paired (McNemar) tests.
+
+The orders: ``car-greedy`` (the greedy loop, as deep as the profile runs it), ``car-oneshot``
+(one-shot CAR on the selection half), the criteria of :data:`ORDER_CRITERIA`
+(:mod:`carlib.importance`, each computed on the selection half) and ``random-<seed>`` for the
+profile's seeds. Every table is cached by the study; the curves one order at a time, so an
+interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..baselines import car_order, random_order
+from ..compare import mcnemar, order_curves, paired_correct
+from ..engine import Engine
+from ..errors import CarlibError
+from ..greedy import greedy_prune
+from ..importance import importance_order
+from .reliability import split_half, stratified_split
+from .study import Study
+
+__all__ = ["ORDER_CRITERIA", "REPLICATES", "selection_orders", "test_curves", "paired_tests",
+           "car_split_half", "replicate_greedy"]
+
+#: the literature's criteria traced beside CAR (names of :data:`carlib.importance.CRITERIA`)
+ORDER_CRITERIA = ("l1", "l2", "mean_activation", "apoz", "taylor")
+#: disjoint parts of the selection half that :func:`replicate_greedy` runs the greedy loop on
+REPLICATES = 4
+
+
+def _check(study: Study) -> None:
+    if not study.profile.held_out_orders:
+        raise CarlibError(f"profile {study.profile.name!r} chooses and compares on the same images; "
+                          "use a profile with held_out_orders=True (e.g. 'full')")
+
+
+def selection_orders(study: Study, layer: str) -> pd.DataFrame:
+    """Every pruning order of ``layer``, each chosen on the selection half only.
+
+    Args:
+        study: a study whose profile has ``held_out_orders``.
+        layer: the role (``conv1``, ``conv2``) or layer.
+
+    Returns:
+        A tidy table ``criterion, rank, filter`` (rank 0 is pruned first); ``car-greedy`` is as
+        long as the greedy run, every other order holds all filters.
+
+    Example:
+        >>> selection_orders(Study("full"), "conv1").groupby("criterion").size()  # doctest: +SKIP
+    """
+    _check(study)
+    n = study.layer(layer).filters
+
+    def compute() -> pd.DataFrame:
+        orders = {"car-greedy": [int(f) for f in study.greedy(layer)["filter"]],
+                  "car-oneshot": car_order(study.oneshot_car(layer))}
+        for name in ORDER_CRITERIA:
+            orders[name] = importance_order(name, study.model, study.plan(layer), study.greedy_data,
+                                            device=study.device)
+        for seed in study.profile.random_seeds:
+            orders[f"random-{seed}"] = random_order(n, seed)
+        return pd.DataFrame([{"criterion": k, "rank": r, "filter": f}
+                             for k, order in orders.items() for r, f in enumerate(order)])
+
+    return study.table(f"orders_{layer}", compute, layer=layer,
+                       depth=study.profile.greedy_steps[layer], criteria=list(ORDER_CRITERIA))
+
+
+def _orders(study: Study, layer: str) -> dict[str, list[int]]:
+    table = selection_orders(study, layer)
+    return {k: [int(f) for f in g.sort_values("rank")["filter"]]
+            for k, g in table.groupby("criterion", sort=False)}
+
+
+def test_curves(study: Study, layer: str) -> pd.DataFrame:
+    """Accuracy on the test half against filters pruned, for every order of
+    :func:`selection_orders`, to half the layer (the profile's curve depth).
+
+    Returns:
+        :func:`carlib.compare.order_curves`' table: ``criterion, n_pruned, filter, correct,
+        n_images, accuracy, low, high`` (Wilson 95 %).
+
+    Example:
+        >>> test_curves(Study("full"), "conv1")  # doctest: +SKIP
+    """
+    _check(study)
+    depth = study.profile.curve_depth_for(layer, study.layer(layer).filters)
+    held = study.heldout_data()
+
+    def compute() -> pd.DataFrame:
+        eng = None
+        parts = []
+        for name, order in _orders(study, layer).items():
+            def one(name=name, order=order) -> pd.DataFrame:
+                nonlocal eng
+                eng = eng or Engine(study.model, study.plan(layer), held, device=study.device)
+                return order_curves(study.model, study.plan(layer), held, {name: order}, depth, engine=eng)
+            parts.append(study.table(f"parts/test_curve_{layer}_{name}", one, layer=layer,
+                                     order=order[:depth]))
+        return pd.concat(parts, ignore_index=True)
+
+    return study.table(f"test_curves_{layer}", compute, layer=layer, depth=depth)
+
+
+def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-greedy", "car-oneshot")) -> pd.DataFrame:
+    """Exact McNemar tests on the test half at half the layer: each reference order against
+    every other order, the same images pruned by both.
+
+    Args:
+        study, layer: as :func:`test_curves`.
+        references: the orders tested against all others (those that reach the depth).
+
+    Returns:
+        ``reference, other, depth, n_images, accuracy_reference, accuracy_other, b, c, p_value``
+        (``b``: images only the reference gets right, ``c``: only the other; two-sided exact).
+
+    Example:
+        >>> paired_tests(Study("full"), "conv1")  # doctest: +SKIP
+    """
+    _check(study)
+    depth = study.profile.curve_depth_for(layer, study.layer(layer).filters)
+
+    def compute() -> pd.DataFrame:
+        orders = {k: o for k, o in _orders(study, layer).items() if len(o) >= depth}
+        ok = paired_correct(study.model, study.plan(layer), study.heldout_data(), orders, depth,
+                            device=study.device)
+        rows = []
+        for ref in (r for r in references if r in orders):
+            for other in (o for o in orders if o != ref):
+                t = mcnemar(ok[ref].to_numpy(), ok[other].to_numpy())
+                rows.append({"reference": ref, "other": other, "depth": depth, "n_images": len(ok),
+                             "accuracy_reference": float(np.mean(ok[ref])),
+                             "accuracy_other": float(np.mean(ok[other])),
+                             "b": int(t["b"]), "c": int(t["c"]), "p_value": float(t["p_value"])})
+        return pd.DataFrame(rows)
+
+    return study.table(f"paired_{layer}", compute, layer=layer, depth=depth)
+
+
+def car_split_half(study: Study, layer: str) -> dict:
+    """Split-half reliability of one-shot CAR: selection half against test half
+    (:func:`carlib.analysis.reliability.split_half`, ``k`` = the profile's ``top_k_filters``).
+
+    Example:
+        >>> car_split_half(Study("full"), "conv2")["rho"]  # doctest: +SKIP
+    """
+    _check(study)
+    out = split_half(study.car(layer, "selection"), study.car(layer, "test"), k=study.profile.top_k_filters)
+    out["n_images"] = (study.car(layer, "selection").attrs["n_images"], study.car(layer, "test").attrs["n_images"])
+    return out
+
+
+def replicate_greedy(study: Study, layer: str, parts: int = REPLICATES, depth: int | None = None) -> pd.DataFrame:
+    """The greedy loop on ``parts`` disjoint, class-stratified parts of the selection half
+    (:func:`carlib.analysis.reliability.stratified_split`, seed 0), each journaled: how stable
+    is the selection?
+
+    Args:
+        study, layer: as :func:`test_curves`.
+        parts: how many replicates.
+        depth: greedy steps per replicate (default: the profile's ``top_k_filters``).
+
+    Returns:
+        ``replicate, n_images`` and the greedy table's columns (``step, filter, accuracy``, ...).
+
+    Example:
+        >>> replicate_greedy(Study("full"), "conv1")  # doctest: +SKIP
+    """
+    _check(study)
+    depth = depth or study.profile.top_k_filters
+    data = study.greedy_data
+    tables = []
+    for i, idx in enumerate(stratified_split(np.asarray(data.labels), parts, seed=0)):
+        journal = study.dir / "parts" / f"replicate_{layer}_{i}.journal.jsonl"
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        t = study.table(f"parts/replicate_{layer}_{i}_of_{parts}", lambda idx=idx, journal=journal: greedy_prune(
+            study.model, study.plan(layer), data.subset(idx), n_remove=depth, journal=journal,
+            device=study.device, progress=study.progress), layer=layer, depth=depth, images=int(len(idx)))
+        tables.append(t.assign(replicate=i, n_images=len(idx)))
+    out = pd.concat(tables, ignore_index=True)
+    return out[["replicate", "n_images"] + [c for c in out.columns if c not in ("replicate", "n_images")]]

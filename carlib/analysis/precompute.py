@@ -1,0 +1,83 @@
+"""Compute a profile's long tables ahead of the notebooks, in a fixed order, resumably.
+
+``python -m carlib.analysis.precompute --profile full`` computes, for ``conv1`` then ``conv2``:
+the per-class CAR (on each half with ``held_out_orders``), then per layer the greedy loop and,
+with ``held_out_orders``, the selection-half orders, the test-half curves, the paired tests and
+the greedy loop on disjoint parts of the selection half (replicates).
+Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
+curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable, Iterator
+
+from ..errors import CarlibError
+from .study import Study
+
+__all__ = ["plan", "precompute", "main"]
+
+
+def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator[tuple[str, Callable[[], object]]]:
+    """The steps of :func:`precompute`, in order: ``(description, call)``.
+
+    Example:
+        >>> [d for d, _ in plan(Study("smoke"), ("conv1",))]  # doctest: +SKIP
+        ['CAR conv1', 'greedy conv1']
+    """
+    from . import heldout
+
+    split = study.profile.held_out_orders
+    for layer in layers:
+        halves = ("selection", "test") if split else ("all",)
+        for images in halves:
+            yield f"CAR {layer} ({images})", lambda layer=layer, images=images: study.car_per_class(layer, images)
+    for layer in layers:
+        yield f"greedy {layer}", lambda layer=layer: study.greedy(layer)
+        if split:
+            yield f"orders {layer}", lambda layer=layer: heldout.selection_orders(study, layer)
+            yield f"test curves {layer}", lambda layer=layer: heldout.test_curves(study, layer)
+            yield f"paired tests {layer}", lambda layer=layer: heldout.paired_tests(study, layer)
+            yield f"replicates {layer}", lambda layer=layer: heldout.replicate_greedy(study, layer)
+
+
+def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, progress: bool = True,
+               log: Callable[[str], None] = print) -> None:
+    """Run every step of :func:`plan` (cached ones are read back at once).
+
+    Args:
+        profile: a profile name.
+        layers: the roles to compute.
+        progress: progress bars.
+        log: where the one-line step reports go.
+
+    Example:
+        >>> precompute("smoke", ("conv1",), progress=False)  # doctest: +SKIP
+    """
+    study = Study(profile, progress=progress)
+    t0 = time.time()
+    for what, call in plan(study, layers):
+        t = time.time()
+        call()
+        log(f"[{(time.time() - t0) / 60:6.1f} min] {what}: {time.time() - t:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m carlib.analysis.precompute", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="full")
+    p.add_argument("--layers", default="conv1,conv2", help="comma-separated roles (default conv1,conv2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    try:
+        precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet)
+    except CarlibError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

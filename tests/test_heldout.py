@@ -1,0 +1,91 @@
+"""carlib.analysis.heldout and precompute: orders chosen on the selection half, compared on the
+test half, on a miniature of the ``full`` profile (smoke data, 2 images per class)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import carlib.analysis.study as E
+from carlib import car_index, greedy_prune
+from carlib.analysis import heldout
+from carlib.analysis.precompute import precompute
+from carlib.baselines import car_order
+from carlib.errors import CarlibError
+from carlib.reference import accuracy_counts_naive
+
+from conftest import requires_tiny
+
+MINI = dict(per_class=2, greedy_per_class=1, max_classes=20, held_out_orders=True, shard_images=15,
+            greedy_steps={"conv1": 2, "conv2": 1}, curve_depth={"conv1": 3, "conv2": 2}, random_seeds=(0,),
+            top_k_filters=3)
+
+
+@requires_tiny
+def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    study = E.Study("smoke", progress=False, **MINI)
+    halves = study.halves()
+    sel, test = halves["selection"], halves["test"]
+    assert len(sel) == len(test) == 20 and not set(sel) & set(test)
+    held = study.heldout_data()
+    assert np.array_equal(held.labels, study.data.labels[test])
+    assert np.array_equal(study.greedy_data.labels, study.data.labels[sel])
+    # the halves' shards sum to the one-pass table of all images
+    one_pass = car_index(study.model, "conv1", study.data, per_class=True, progress=False)
+    pd.testing.assert_frame_equal(study.car_per_class("conv1"), one_pass, check_dtype=False)
+    # the one-shot order comes from the selection half alone
+    sel_car = car_index(study.model, "conv1", study.greedy_data, progress=False)
+    assert heldout.selection_orders(study, "conv1").query("criterion == 'car-oneshot'")["filter"].tolist() \
+        == car_order(sel_car)
+    orders = heldout.selection_orders(study, "conv1")
+    assert set(orders["criterion"]) == {"car-greedy", "car-oneshot", "l1", "l2", "mean_activation",
+                                        "apoz", "taylor", "random-0"}
+    # the test curves: the naive reference on the held-out images, point by point
+    curves = heldout.test_curves(study, "conv1")
+    for name in ("taylor", "car-greedy"):
+        c = curves[curves["criterion"] == name]
+        order = orders[orders["criterion"] == name].sort_values("rank")["filter"].tolist()
+        for k, row in c.set_index("n_pruned").iterrows():
+            correct, counts = accuracy_counts_naive(study.model, "conv1", held, order[:k])
+            assert row["correct"] == int(correct.sum()) and row["n_images"] == int(counts.sum()) == 20
+            assert row["low"] <= row["accuracy"] <= row["high"]
+    assert curves.groupby("criterion")["n_pruned"].max().to_dict()["car-greedy"] == 2
+    # paired tests: the discordant counts give the accuracy difference
+    paired = heldout.paired_tests(study, "conv1")
+    assert set(paired["reference"]) == {"car-oneshot"}  # greedy stops at 2 < depth 3
+    for _, r in paired.iterrows():
+        assert r["accuracy_reference"] - r["accuracy_other"] == pytest.approx((r["b"] - r["c"]) / 20)
+        assert 0 < r["p_value"] <= 1
+    rel = heldout.car_split_half(study, "conv1")
+    assert rel["n_images"] == (20, 20) and -1 <= rel["rho"] <= 1
+    # replicates: disjoint parts of the selection half, each the greedy loop on its images
+    reps = heldout.replicate_greedy(study, "conv1", parts=2, depth=2)
+    assert sorted(reps.groupby("replicate")["n_images"].first()) == [10, 10]
+    first = reps[reps["replicate"] == 0]["filter"].tolist()
+    part = study.greedy_data.subset(heldout.stratified_split(study.greedy_data.labels, 2, seed=0)[0])
+    assert first == greedy_prune(study.model, "conv1", part, n_remove=2, progress=False)["filter"].tolist()
+
+
+@requires_tiny
+def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    from carlib.analysis import profiles
+
+    monkeypatch.setitem(profiles.PROFILES, "mini", profiles.get_profile("smoke").with_(name="mini", **MINI))
+    lines: list[str] = []
+    precompute("mini", ("conv1",), progress=False, log=lines.append)
+    steps = [line.split("] ", 1)[1].rsplit(":", 1)[0] for line in lines]
+    assert steps == ["CAR conv1 (selection)", "CAR conv1 (test)", "greedy conv1", "orders conv1",
+                     "test curves conv1", "paired tests conv1", "replicates conv1"]
+    assert (tmp_path / "mini" / "test_curves_conv1.csv").is_file()
+
+
+def test_profiles_without_halves_refuse_them_and_keep_their_cache_keys():
+    from carlib.analysis.profiles import get_profile
+
+    assert "held_out_orders" not in get_profile("default").cache_key()
+    assert get_profile("full").cache_key()["held_out_orders"] is True
+    with pytest.raises(CarlibError, match="held_out_orders"):
+        heldout._check(type("S", (), {"profile": get_profile("smoke")})())
