@@ -24,14 +24,14 @@ chromium: ## headless Chromium for the browser tests (Debian: apt-get install ch
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-compile -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: setup ## run the test suite and the notebook regression tests (smoke profile) [TEST_WORKERS=auto]
-	CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup \
-	  --doctest-modules --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider carlib tests notebooks
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --doctest-modules carlib tests
+	CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
 
 test-fast: setup ## run the unit tests only
 	$(BIN)/python -m pytest -q tests

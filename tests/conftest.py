@@ -207,13 +207,12 @@ def pytest_collection_modifyitems(config, items):
     # the golden test fills results/smoke/ first; the other modules of its group then read it
     items.sort(key=lambda item: item.path.stem != "test_golden")
     for item in items:
-        # under `pytest -n N --dist loadgroup` (make test) a module's tests stay on one worker
-        # (module fixtures are built once), and the modules and notebooks sharing results/smoke/
-        # on the same one (a notebook's cells in order: they share its kernel)
+        # under `pytest -n N --dist loadgroup` (make test) a module's tests (and doctests) stay on
+        # one worker (module fixtures are built once), and the modules sharing results/smoke/ on
+        # the same one
         module = item.path.stem
-        shared = module in SHARED_SMOKE_RESULTS or item.path.suffix == ".ipynb"
-        item.add_marker(pytest.mark.xdist_group("smoke-results" if shared else
-                                                 f"{item.path.parent.name}/{module}"))
+        item.add_marker(pytest.mark.xdist_group("smoke-results" if module in SHARED_SMOKE_RESULTS
+                                                 else f"{item.path.parent.name}/{module}"))
         for marker, skip in skips.items():
             if skip is not None and item.get_closest_marker(marker) is not None:
                 item.add_marker(skip)
