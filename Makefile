@@ -24,20 +24,20 @@ chromium: ## headless Chromium for the browser tests (Debian: apt-get install ch
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: setup ## run the test suite and the notebook regression tests (smoke profile) [TEST_WORKERS=auto]
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	env -u PYTHONDONTWRITEBYTECODE CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
+
+test-fast: setup ## run the unit tests and carlib's docstring examples (no notebooks)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --doctest-modules carlib tests
-	CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
 
-test-fast: setup ## run the unit tests only
-	$(BIN)/python -m pytest -q tests
-
-test-faults: setup ## every fault-injection trial: greedy runs killed with SIGKILL and resumed
-	$(BIN)/python -m pytest -q --run-faults tests/test_faults.py
+test-faults: setup ## every fault-injection trial: greedy runs and ranks killed with SIGKILL, resumed
+	$(BIN)/python -m pytest -q --run-faults tests/test_faults.py tests/test_distributed.py
 
 reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|smoke|paper]
 	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE)

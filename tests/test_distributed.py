@@ -191,6 +191,7 @@ def test_car_on_two_ranks_writes_one_process_bytes(cli_setup):
     assert sorted(p.name for p in work.iterdir()) == ["car.csv"]  # no stray file
 
 
+@pytest.mark.faults  # a fault trial (about half a minute): make test-faults
 def test_a_killed_rank_stops_the_run_and_torchrun_resumes_it(cli_setup):
     tmp, weights, env, one = cli_setup
     work = tmp / "killed"
