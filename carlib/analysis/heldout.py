@@ -149,8 +149,9 @@ def car_split_half(study: Study, layer: str) -> dict:
         >>> car_split_half(Study("full"), "conv2")["rho"]  # doctest: +SKIP
     """
     _check(study)
-    out = split_half(study.car(layer, "selection"), study.car(layer, "test"), k=study.profile.top_k_filters)
-    out["n_images"] = (study.car(layer, "selection").attrs["n_images"], study.car(layer, "test").attrs["n_images"])
+    sel, test = study.car(layer, "selection"), study.car(layer, "test")
+    out = split_half(sel, test, k=study.profile.top_k_filters)
+    out["n_images"] = (sel.attrs["n_images"], test.attrs["n_images"])
     return out
 
 

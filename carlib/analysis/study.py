@@ -267,9 +267,7 @@ class Study:
         ``greedy_per_class``, chosen by the same rule as :func:`carlib.load_dataset`), so the
         held-out images are the CAR images outside the first ``greedy_per_class`` of each class.
         """
-        labels = np.asarray(self.data.labels)
-        seen = subset_per_class(labels, self.profile.greedy_per_class, self.data.num_classes)
-        idx = np.setdiff1d(np.arange(len(labels)), seen)
+        idx = self.halves()["test"]
         return self.data.subset(idx) if len(idx) else None
 
     def heldout_accuracy(self, layer: str) -> pd.DataFrame:
