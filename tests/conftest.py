@@ -240,6 +240,18 @@ def mini_cli_world(tmp) -> tuple:
     return weights, {"CARLIB_DATA_DIR": str(src), "CARLIB_HOME": str(home), "CARLIB_NO_DOWNLOAD": "1"}
 
 
+def run_cli(env: dict, *argvs: list) -> None:
+    """Run ``python -m carlib`` in-process on each argument list with ``env`` set; each must
+    succeed (exit 0)."""
+    from carlib.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        for argv in argvs:
+            assert main(argv) == 0, argv
+
+
 def folder_copy(ds, folder):
     """The images of an in-memory dataset saved as PNG files and read back as a
     :class:`~carlib.data.FolderDataset` (the way ImageNet is read)."""

@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from carlib import car_index, greedy_prune
-from carlib.cli import main
 from carlib.compare import paired_correct
 from carlib.distributed import active, from_writer, is_writer, shard, shard_bounds, world_size
 from carlib.errors import CarlibError
 from carlib.tables import write_table
-from conftest import SmallBNNet, mini_cli_world
+
+from conftest import SmallBNNet, mini_cli_world, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -162,11 +162,7 @@ def cli_setup(tmp_path_factory):
     weights, env = mini_cli_world(tmp)
     one = tmp / "one"
     one.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        assert main(_car(weights, one / "car.csv")) == 0
-        assert main(_prune(weights, one / "steps.csv")) == 0
+    run_cli(env, _car(weights, one / "car.csv"), _prune(weights, one / "steps.csv"))
     return tmp, weights, env, one
 
 

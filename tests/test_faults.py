@@ -21,7 +21,7 @@ import pytest
 
 from carlib.cli import main
 from carlib.greedy import STEP_FIELDS
-from conftest import mini_cli_world
+from conftest import mini_cli_world, run_cli
 
 LAYER, N_REMOVE = "conv5", 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +52,7 @@ def setup(tmp_path_factory):
     weights, env = mini_cli_world(tmp)
     base = tmp / "base"
     base.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        assert main(_argv(weights, base / "steps.csv")) == 0
+    run_cli(env, _argv(weights, base / "steps.csv"))
     table = (base / "steps.csv").read_bytes()
     order = [int(line.split(b",")[1]) for line in table.splitlines()[1:]]
     assert order != sorted(order), "the test network must make the greedy order non-trivial"
