@@ -63,10 +63,9 @@ def data_search_dirs() -> list[Path]:
 
 
 def cache_dir() -> Path:
-    """Where decoded-pixel caches are kept (``data/cache``), created on demand."""
-    d = data_dir() / "cache"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    """Where decoded-pixel caches are kept (``data/cache``; created by whoever writes the
+    first cache, so a refused dataset leaves no folder behind)."""
+    return data_dir() / "cache"
 
 
 def _output_root() -> Path:

@@ -53,13 +53,13 @@ def zip_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
-def test_tiny_imagenet_from_zip_is_extracted_into_the_project(homes, tmp_path, monkeypatch):
+def test_tiny_imagenet_is_read_from_its_zip_without_extracting(homes, tmp_path, monkeypatch):
     src, home = homes
     folder = make_tiny(tmp_path / "build")
     _checked(monkeypatch, zip_folder(folder, src / "tiny-imagenet-200.zip"))
     val = load_dataset("tiny-imagenet", "val", progress=False)
-    assert (home / "data" / "tiny-imagenet-200" / "wnids.txt").is_file()
-    assert not (src / "tiny-imagenet-200").exists()  # never beside its source
+    assert [p.name for p in (home / "data").iterdir()] == ["cache"]  # nothing extracted
+    assert sorted(p.name for p in src.iterdir()) == ["tiny-imagenet-200.zip"]
     assert val.classes == sorted(WNIDS) and val.class_names == ["name0", "name1", "name2"]
     assert val.images.shape == (6, 64, 64, 3) and val.images.dtype == np.uint8
     assert list(val.labels) == [0, 1, 2, 0, 1, 2]
@@ -67,6 +67,30 @@ def test_tiny_imagenet_from_zip_is_extracted_into_the_project(homes, tmp_path, m
     assert (g[..., 0] == g[..., 1]).all()  # grayscale converted to RGB
     train = load_dataset("tiny-imagenet", "train", progress=False)
     assert len(train) == 9 and list(train.labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_the_zip_and_its_extracted_folder_give_the_same_dataset(homes, tmp_path, monkeypatch):
+    src, home = homes
+    folder = make_tiny(tmp_path / "build")
+    _checked(monkeypatch, zip_folder(folder, src / "tiny-imagenet-200.zip"))
+    from_zip = [load_dataset("tiny-imagenet", s, progress=False) for s in ("val", "train")]
+    monkeypatch.setenv("CARLIB_DATA_DIR", str(folder.parent))  # now an extracted copy is found
+    from_folder = [load_dataset("tiny-imagenet", s, progress=False) for s in ("val", "train")]
+    for a, b in zip(from_zip, from_folder):
+        np.testing.assert_array_equal(a.images, b.images)
+        assert a.labels.tolist() == b.labels.tolist() and a.classes == b.classes
+        assert a.class_names == b.class_names == ["name0", "name1", "name2"]
+    assert len(list((home / "data" / "cache").glob("*.npz"))) == 4  # one cache per source
+
+
+def test_an_archive_without_val_annotations_is_refused(homes, tmp_path, monkeypatch):
+    src, home = homes
+    folder = make_tiny(tmp_path / "build")
+    (folder / "val" / "val_annotations.txt").unlink()
+    _checked(monkeypatch, zip_folder(folder, src / "tiny-imagenet-200.zip"))
+    with pytest.raises(CarlibError, match="incomplete tiny-imagenet-200/") as err:
+        load_dataset("tiny-imagenet", "val", progress=False)
+    assert "\n" not in str(err.value) and not list(home.rglob("*.npz"))
 
 
 def test_decoded_pixels_are_cached(homes, tmp_path, monkeypatch):
@@ -354,7 +378,7 @@ def test_tiny_extraction_never_touches_the_users_other_data(homes, tmp_path, mon
     after = _tree(own)
     assert {k: after[k] for k in before} == before  # nothing of the user's changed
     new = {k.split("/")[0] for k in set(after) - set(before)}
-    assert new <= {"tiny-imagenet-200", "cache"}
+    assert new == {"cache"}
     assert not (own / "cache" / "evil.npz").exists() and not (own / "imagenet" / "val" / "n01440764" / "evil.JPEG").exists()
     assert not [p for p in own.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
@@ -415,9 +439,11 @@ def test_an_incomplete_tiny_folder_of_the_user_is_not_deleted(homes, tmp_path, m
     mine = home / "data" / "tiny-imagenet-200" / "notes.txt"
     mine.parent.mkdir(parents=True)
     mine.write_text("mine")
+    assert len(load_dataset("tiny-imagenet", "val", progress=False)) == 6  # read from the zip
     with pytest.raises(CarlibError, match="tiny-imagenet-200 exists") as err:
-        load_dataset("tiny-imagenet", "val", progress=False)
+        T.find_tiny_imagenet(download_missing=False, progress=False)  # which would extract
     assert "\n" not in str(err.value) and mine.read_text() == "mine"
+    assert [p.name for p in mine.parent.iterdir()] == ["notes.txt"]
 
 
 def test_processes_extracting_at_once_take_turns(homes, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import shutil
 import stat
 import tempfile
@@ -15,7 +16,7 @@ from pathlib import Path
 from ..errors import CarlibError, DataNotFoundError
 from ..files import atomic_path
 
-__all__ = ["download", "safe_extract"]
+__all__ = ["download", "safe_extract", "check_members", "unreadable_zip", "ZIP_ERRORS"]
 
 
 def safe_extract(archive: Path, target: Path, keep: tuple[str, ...] | None = None) -> list[Path]:
@@ -48,13 +49,9 @@ def safe_extract(archive: Path, target: Path, keep: tuple[str, ...] | None = Non
     created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     try:
-        return _extract_checked(Path(archive), target, target.resolve(), keep)
-    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
-        raise CarlibError(
-            f"cannot extract {Path(archive).name}: not a readable zip archive "
-            f"({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}); "
-            "it is truncated or corrupt, replace it with an intact copy"
-        ) from None
+        return _extract_checked(Path(archive), target, keep)
+    except ZIP_ERRORS as exc:
+        raise unreadable_zip(archive, exc) from None
     finally:
         if created and not any(target.iterdir()):
             target.rmdir()  # a refused archive leaves no empty folder behind
@@ -66,27 +63,73 @@ def _refuse_existing(archive: Path, final: Path) -> None:
                           "alone; move or delete it, then run again")
 
 
-def _extract_checked(archive: Path, target: Path, root: Path,
-                     keep: tuple[str, ...] | None) -> list[Path]:
+def check_members(zf: zipfile.ZipFile, archive: Path) -> set[str]:
+    """Refuse an archive with a member that would leave the folder it is extracted into
+    (an absolute path, or ``..`` climbing out) or that is a symbolic link.
+
+    Args:
+        zf: the open archive.
+        archive: its path (named in the errors).
+
+    Returns:
+        The archive's top-level entry names.
+
+    Raises:
+        CarlibError: a member that would leave the folder, or a symbolic link.
+
+    Example:
+        >>> with zipfile.ZipFile("tiny-imagenet-200.zip") as zf:  # doctest: +SKIP
+        ...     check_members(zf, Path("tiny-imagenet-200.zip"))
+        {'tiny-imagenet-200'}
+    """
+    tops = set()
+    for info in zf.infolist():
+        name = info.filename.replace("\\", "/")
+        norm = posixpath.normpath(name)
+        if name.startswith("/") or norm == ".." or norm.startswith("../") or ":" in name.split("/")[0]:
+            raise CarlibError(
+                f"refusing to extract {archive.name}: member {info.filename!r} would be "
+                "written outside the folder it is extracted into; the archive is corrupt or "
+                "malicious, download it again from the official URL"
+            )
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise CarlibError(
+                f"refusing to extract {archive.name}: member {info.filename!r} is a symbolic "
+                "link; the archive is corrupt or malicious, download it again from the "
+                "official URL"
+            )
+        tops.add(norm.split("/")[0])
+    return tops
+
+
+def unreadable_zip(archive: Path, exc: BaseException) -> CarlibError:
+    """The one-line error for a file that is not a readable zip archive.
+
+    Args:
+        archive: the file.
+        exc: what :mod:`zipfile` raised (``BadZipFile``, ``EOFError``, ``zlib.error`` ...).
+
+    Returns:
+        A :class:`CarlibError` to raise ``from None``.
+
+    Example:
+        >>> str(unreadable_zip(Path("a.zip"), EOFError()))[:39]
+        'cannot extract a.zip: not a readable zi'
+    """
+    return CarlibError(
+        f"cannot extract {Path(archive).name}: not a readable zip archive "
+        f"({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}); "
+        "it is truncated or corrupt, replace it with an intact copy"
+    )
+
+
+#: What :mod:`zipfile` raises on a truncated or corrupt archive.
+ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError)
+
+
+def _extract_checked(archive: Path, target: Path, keep: tuple[str, ...] | None) -> list[Path]:
     with zipfile.ZipFile(archive) as zf:
-        tops = set()
-        for info in zf.infolist():
-            dest = (root / info.filename).resolve()
-            if info.filename.startswith(("/", "\\")) or (
-                dest != root and root not in dest.parents
-            ):
-                raise CarlibError(
-                    f"refusing to extract {archive.name}: member {info.filename!r} would be "
-                    f"written outside {target}; the archive is corrupt or malicious, "
-                    "download it again from the official URL"
-                )
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise CarlibError(
-                    f"refusing to extract {archive.name}: member {info.filename!r} is a symbolic "
-                    "link; the archive is corrupt or malicious, download it again from the "
-                    "official URL"
-                )
-            tops.add(info.filename.replace("\\", "/").split("/")[0])
+        tops = check_members(zf, archive)
         names = sorted(tops) if keep is None else list(keep)
         for name in names:
             if name not in tops:

@@ -4,16 +4,19 @@ its images once into a uint8 cache."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
-from pathlib import Path
+import zipfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..errors import CarlibError, DataNotFoundError
 from ..files import atomic_path, file_lock, sha256_file
 from ..paths import cache_dir, data_dir, data_search_dirs
-from .archive import download, safe_extract
+from .archive import ZIP_ERRORS, check_members, download, safe_extract, unreadable_zip
 from .containers import ImageDataset
 
 __all__ = ["TINY_IMAGENET_URL", "TINY_IMAGENET_MD5", "TINY_IMAGENET_SHA256",
@@ -128,79 +131,162 @@ def tiny_imagenet_listing(root: Path, split: str, wnids: list[str]) -> tuple[lis
     Example:
         >>> paths, labels = tiny_imagenet_listing(find_tiny_imagenet(), "val", wnids)  # doctest: +SKIP
     """
+    def train_files(w: str) -> list[str]:
+        return [f"train/{w}/images/{p.name}" for p in (root / "train" / w / "images").glob("*.JPEG")]
+
+    names, labels = _listing(split, wnids, train_files,
+                             lambda: (root / "val" / "val_annotations.txt").read_text())
+    return [root / n for n in names], labels
+
+
+def _listing(split: str, wnids: list[str], train_files: Callable[[str], list[str]],
+             val_annotations: Callable[[], str]) -> tuple[list[str], np.ndarray]:
+    """The split's image names (relative to ``tiny-imagenet-200/``) and labels, in dataset
+    order, whether they are read from a folder or straight from the archive."""
     index = {w: i for i, w in enumerate(wnids)}
-    paths: list[Path] = []
+    names: list[str] = []
     labels: list[int] = []
     if split == "train":
         for w in wnids:
-            files = sorted(
-                (root / "train" / w / "images").glob("*.JPEG"),
-                key=lambda p: int(p.stem.rsplit("_", 1)[1]),
-            )
-            paths += files
+            files = sorted(train_files(w), key=lambda n: int(PurePosixPath(n).stem.rsplit("_", 1)[1]))
+            names += files
             labels += [index[w]] * len(files)
     else:
         rows = []
-        for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
+        for line in val_annotations().splitlines():
             parts = line.split("\t")
             if len(parts) >= 2:
                 rows.append((int(parts[0].split("_")[1].split(".")[0]), parts[0], parts[1]))
         for _, fname, w in sorted(rows):
-            paths.append(root / "val" / "images" / fname)
+            names.append(f"val/images/{fname}")
             labels.append(index[w])
-    return paths, np.asarray(labels, dtype=np.int64)
+    return names, np.asarray(labels, dtype=np.int64)
 
 
-def _decode_all(paths: list[Path], progress: bool, desc: str) -> np.ndarray:
+def _decode_all(names: list[str], read: Callable[[str], bytes | Path], progress: bool,
+                desc: str) -> np.ndarray:
     from PIL import Image
     from tqdm.auto import tqdm
 
-    first = np.asarray(Image.open(paths[0]).convert("RGB"))
-    out = np.empty((len(paths),) + first.shape, dtype=np.uint8)
-    for i, p in enumerate(tqdm(paths, desc=desc, disable=not progress, mininterval=1.0)):
-        with Image.open(p) as im:
-            out[i] = np.asarray(im.convert("RGB"))
+    def pixels(name: str) -> np.ndarray:
+        src = read(name)
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+            return np.asarray(im.convert("RGB"))
+
+    first = pixels(names[0])
+    out = np.empty((len(names),) + first.shape, dtype=np.uint8)
+    for i, n in enumerate(tqdm(names, desc=desc, disable=not progress, mininterval=1.0)):
+        out[i] = pixels(n)
     return out
 
 
-def _words(root: Path) -> dict[str, str]:
+def _names(words: str) -> dict[str, str]:
     names: dict[str, str] = {}
-    words = root / "words.txt"
-    if words.is_file():
-        for line in words.read_text().splitlines():
-            if "\t" in line:
-                w, n = line.split("\t", 1)
-                names[w] = n.split(",")[0].strip()
+    for line in words.splitlines():
+        if "\t" in line:
+            w, n = line.split("\t", 1)
+            names[w] = n.split(",")[0].strip()
     return names
+
+
+def _source(progress: bool) -> Path:
+    """An extracted ``tiny-imagenet-200`` folder, else the archive (found, or downloaded into
+    :func:`data_dir`); the archive is read in place, never extracted."""
+    if (found := _extracted_copy()) is not None:
+        return found
+    for d in data_search_dirs():
+        if (archive := d / "tiny-imagenet-200.zip").is_file():
+            return archive
+    own = data_dir() / "tiny-imagenet-200.zip"
+    if os.environ.get("CARLIB_NO_DOWNLOAD"):
+        raise DataNotFoundError(
+            "Tiny ImageNet not found; place tiny-imagenet-200.zip (or its extracted folder) in "
+            f"{data_dir()} or in a folder named by $CARLIB_DATA_DIR"
+        )
+    with file_lock(own):  # one process downloads, the others then find it
+        if not own.is_file():
+            download(TINY_IMAGENET_URL, own, md5=TINY_IMAGENET_MD5, progress=progress)
+    return own
+
+
+def _decode_split(source: Path, split: str, progress: bool) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """``(images, labels, wnids, class names)`` of a split, from a folder or a checked archive."""
+    desc = f"decoding tiny-imagenet {split}"
+    if source.is_dir():
+        wnids = sorted(w.strip() for w in (source / "wnids.txt").read_text().split() if w.strip())
+        words = source / "words.txt"
+        names = _names(words.read_text() if words.is_file() else "")
+        paths, labels = tiny_imagenet_listing(source, split, wnids)
+        if not paths:
+            raise _no_images(split, source)
+        return (_decode_all([str(p) for p in paths], Path, progress, desc), labels, wnids,
+                [names.get(w, w) for w in wnids])
+    _check_archive(source)
+    try:
+        with zipfile.ZipFile(source) as zf:
+            if "tiny-imagenet-200" not in check_members(zf, source):
+                raise CarlibError(f"{source.name} holds no tiny-imagenet-200/; it is not the "
+                                  "expected archive, replace it with an intact copy")
+            members = set(zf.namelist())
+            top = "tiny-imagenet-200/"
+            if not {top + "wnids.txt", top + "val/val_annotations.txt"} <= members:
+                raise CarlibError(f"{source} holds an incomplete tiny-imagenet-200/ (no wnids.txt "
+                                  "or val/val_annotations.txt); replace it with an intact copy")
+            text = lambda n: zf.read(top + n).decode()  # noqa: E731
+            wnids = sorted(w.strip() for w in text("wnids.txt").split() if w.strip())
+            names = _names(text("words.txt") if top + "words.txt" in members else "")
+            train: dict[str, list[str]] = {}
+            for m in members:
+                parts = m.split("/")
+                if len(parts) == 5 and parts[1] == "train" and parts[3] == "images" and m.endswith(".JPEG"):
+                    train.setdefault(parts[2], []).append(m[len(top):])
+            files, labels = _listing(split, wnids, lambda w: train.get(w, []),
+                                     lambda: text("val/val_annotations.txt"))
+            if not files:
+                raise _no_images(split, source)
+            images = _decode_all(files, lambda n: zf.read(top + n), progress, desc)
+    except ZIP_ERRORS as exc:
+        raise unreadable_zip(source, exc) from None
+    return images, labels, wnids, [names.get(w, w) for w in wnids]
+
+
+def _no_images(split: str, source: Path) -> DataNotFoundError:
+    return DataNotFoundError(f"Tiny ImageNet split {split!r} has no images in {source}; "
+                             "use the full tiny-imagenet-200 archive or its extracted folder")
 
 
 def load_tiny_imagenet(split: str, progress: bool = True) -> ImageDataset:
     """All images of a Tiny ImageNet split, decoded once and cached under ``data/cache``.
 
+    The images are read from an extracted ``tiny-imagenet-200`` folder when there is one
+    (``$CARLIB_DATA_DIR``, then ``data/``), else straight from ``tiny-imagenet-200.zip``
+    (checked against its checksum, never extracted; downloaded into ``data/`` when missing
+    and allowed). The cache is named by the source (folder and its ``wnids.txt``, or
+    archive path, size and time), so a replaced source is decoded again.
+
     Example:
         >>> len(load_tiny_imagenet("val"))  # doctest: +SKIP
         10000
     """
-    root = find_tiny_imagenet(progress=progress)
-    wnids = sorted(w.strip() for w in (root / "wnids.txt").read_text().split() if w.strip())
-    names = _words(root)
-    class_names = [names.get(w, w) for w in wnids]
-    key = hashlib.sha256(("\n".join(wnids) + str(root.resolve())).encode()).hexdigest()[:8]
-    cache = cache_dir() / f"tiny-imagenet-{split}-{key}.npz"
-    if cache.is_file():
-        try:
-            with np.load(cache) as z:
-                return ImageDataset("tiny-imagenet", split, z["images"], z["labels"], wnids,
-                                    class_names)
-        except (OSError, ValueError, KeyError):
-            cache.unlink()  # a damaged cache is rebuilt
-    paths, labels = tiny_imagenet_listing(root, split, wnids)
-    if not paths:
-        raise DataNotFoundError(
-            f"Tiny ImageNet split {split!r} has no images under {root}; "
-            "extract the full tiny-imagenet-200 archive there"
-        )
-    images = _decode_all(paths, progress, f"decoding tiny-imagenet {split}")
-    with atomic_path(cache) as tmp:
-        np.savez(tmp, images=images, labels=labels)
+    source = _source(progress)
+    if source.is_dir():
+        tag = str(source.resolve()) + (source / "wnids.txt").read_text()
+    else:
+        st = source.stat()
+        tag = f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    cache = cache_dir() / f"tiny-imagenet-{split}-{hashlib.sha256(tag.encode()).hexdigest()[:8]}.npz"
+    with file_lock(cache):  # one process decodes, the others then read its cache
+        if cache.is_file():
+            try:
+                with np.load(cache) as z:
+                    return ImageDataset("tiny-imagenet", split, z["images"], z["labels"],
+                                        [str(c) for c in z["classes"]],
+                                        [str(c) for c in z["class_names"]])
+            except (OSError, ValueError, KeyError):
+                cache.unlink()  # a damaged or older cache is rebuilt
+        images, labels, wnids, class_names = _decode_split(source, split, progress)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            np.savez(tmp, images=images, labels=labels, classes=np.array(wnids),
+                     class_names=np.array(class_names))
     return ImageDataset("tiny-imagenet", split, images, labels, wnids, class_names)
