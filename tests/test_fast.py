@@ -143,6 +143,19 @@ def test_residual_net_matches_naive(layer, channels_last):
         _same_as_naive(model, layer, x, y)
 
 
+def test_batchnorms_after_the_consumers_are_folded_on_a_private_copy():
+    model, x, y = _data(TinyResNet())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for channels_last in (True, False):
+        eng = Engine(model, "conv1", (x, y), channels_last=channels_last, precision="fp32")
+        # layer1: bn1 after the consumer, bn2; layer2: bn1, bn2, the projection's BN
+        assert eng.folded_norms == 5
+        eng.evaluate([], list(range(8)))
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 6
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert Engine(model, "layer2.conv1", (x, y), precision="fp32").folded_norms == 1  # its bn2
+
+
 def test_residual_net_plan_and_pruned_state():
     model, x, y = _data(TinyResNet())
     plan = analyze(model, "conv1")

@@ -167,6 +167,12 @@ class Engine:
         return bool(getattr(self._path, "channels_last", False))
 
     @property
+    def folded_norms(self) -> int:
+        """How many BatchNorms after the consumers the fast path folded into the convolutions
+        before them (on its private copy of the model; the caller's model is unchanged)."""
+        return int(getattr(self._path, "folded_norms", 0))
+
+    @property
     def screen_stats(self) -> dict:
         """The checked-bf16 screen's counters (:attr:`carlib.engine.screen.CheckedBf16.stats`);
         empty in fp32."""

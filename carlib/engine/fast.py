@@ -42,6 +42,44 @@ def _slots(first: int, g: int, n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(first, first + g, device=device).repeat(n)
 
 
+def _foldable_norms(plan: LayerPlan) -> list[tuple[fx.Node, fx.Node]]:
+    """``(conv, norm)`` node pairs where an eval-mode ``BatchNorm2d`` of the suffix reads only a
+    ``Conv2d`` (of the suffix, or a consumer) that nothing else reads, each module called once
+    in the graph: the norm can be folded into the convolution's weights, one memory pass fewer
+    per (image, filter) pair. A folded consumer's rule then uses the folded weights:
+    ``norm(conv(x) - c_k) = folded(x) - scale * c_k``."""
+    calls: dict[str, int] = {}
+    for n in plan.gm.graph.nodes:
+        if n.op == "call_module":
+            calls[n.target] = calls.get(n.target, 0) + 1
+    convs = set(plan.suffix) | set(plan.consumers)
+    pairs = []
+    for n in plan.suffix:
+        if n.op != "call_module" or calls[n.target] != 1 or len(n.all_input_nodes) != 1:
+            continue
+        norm, (conv,) = plan.gm.get_submodule(n.target), n.all_input_nodes
+        if not (isinstance(norm, nn.BatchNorm2d) and not norm.training
+                and norm.running_mean is not None and conv in convs
+                and conv.op == "call_module" and calls[conv.target] == 1
+                and len(conv.users) == 1 and len(n.args) == 1 and not n.kwargs):
+            continue
+        module = plan.gm.get_submodule(conv.target)
+        if isinstance(module, nn.Conv2d) and type(module) is nn.Conv2d and not module.training:
+            pairs.append((conv, n))
+    return pairs
+
+
+def _fold_norms(plan: LayerPlan) -> None:
+    """Fold the suffix's foldable BatchNorms into their convolutions (:func:`_foldable_norms`),
+    in place: call it on a private copy of the model only."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for conv, norm in _foldable_norms(plan):
+        fused = fuse_conv_bn_eval(plan.gm.get_submodule(conv.target), plan.gm.get_submodule(norm.target))
+        plan.gm.set_submodule(conv.target, fused)
+        plan.gm.set_submodule(norm.target, nn.Identity())
+
+
 def _suffix_is_conv(plan: LayerPlan) -> bool:
     """Whether a convolution follows the consumers (channels-last pays only there)."""
     return any(n.op == "call_module" and isinstance(plan.gm.get_submodule(n.target), nn.Conv2d)
@@ -69,11 +107,15 @@ class FastPath:
                  screen_safety: float | None):
         plan = run.plan
         self.channels_last = bool(channels_last and _suffix_is_conv(plan))
-        if self.channels_last:
-            # a private copy: the caller's model keeps its memory format. The consumers too:
-            # their inputs, outputs and every pruned copy of them then stay channels-last, so
-            # no pass reorders memory
+        #: BatchNorms of the suffix folded into the convolutions before them
+        self.folded_norms = len(_foldable_norms(plan))
+        if self.channels_last or self.folded_norms:
+            # a private copy: the caller's model keeps its memory format and its BatchNorms
             plan = analyze(copy.deepcopy(plan.model), plan.layer.path)
+            _fold_norms(plan)
+        if self.channels_last:
+            # the consumers too: their inputs, outputs and every pruned copy of them then stay
+            # channels-last, so no pass reorders memory
             for node in [*plan.consumers, *plan.suffix]:
                 if node.op == "call_module":
                     plan.gm.get_submodule(node.target).to(memory_format=torch.channels_last)
