@@ -66,6 +66,12 @@ def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
     first = reps[reps["replicate"] == 0]["filter"].tolist()
     part = study.greedy_data.subset(heldout.stratified_split(study.greedy_data.labels, 2, seed=0)[0])
     assert first == greedy_prune(study.model, "conv1", part, n_remove=2, progress=False)["filter"].tolist()
+    assert rel["halves"] == "selection/test"
+    # a profile without halves: the reliability from two halves of the classes
+    flat = E.Study("smoke", progress=False, **{**MINI, "held_out_orders": False})
+    rel = heldout.car_split_half(flat, "conv1")
+    assert rel["halves"] == "classes" and rel["n_images"] == (12, 12) and rel["k"] == 3
+    assert -1 <= rel["rho"] <= 1 and 0 <= rel["shared_lowest"] <= 3
 
 
 @requires_tiny

@@ -20,7 +20,7 @@ from ..engine import Engine
 from ..errors import CarlibError
 from ..greedy import greedy_prune
 from ..importance import importance_order
-from .reliability import split_half, stratified_split
+from .reliability import class_halves, split_half, stratified_split
 from .study import Study
 
 __all__ = ["ORDER_CRITERIA", "REPLICATES", "selection_orders", "test_curves", "paired_tests",
@@ -142,16 +142,28 @@ def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-g
 
 
 def car_split_half(study: Study, layer: str) -> dict:
-    """Split-half reliability of one-shot CAR: selection half against test half
-    (:func:`carlib.analysis.reliability.split_half`, ``k`` = the profile's ``top_k_filters``).
+    """Split-half reliability of one-shot CAR (:func:`carlib.analysis.reliability.split_half`,
+    ``k`` = the profile's ``top_k_filters``): how much of a layer's CAR ranking is signal.
+
+    With ``held_out_orders`` the halves are the selection and test halves; otherwise the CAR
+    images are split by class (:func:`~carlib.analysis.reliability.class_halves` of the
+    per-class table, seed 0), so every profile reports it without a new pass.
+
+    Returns:
+        :func:`~carlib.analysis.reliability.split_half`'s dict, plus ``n_images`` (the two
+        halves' sizes) and ``halves`` (``"selection/test"`` or ``"classes"``).
 
     Example:
         >>> car_split_half(Study("full"), "conv2")["rho"]  # doctest: +SKIP
     """
-    _check(study)
-    sel, test = study.car(layer, "selection"), study.car(layer, "test")
-    out = split_half(sel, test, k=study.profile.top_k_filters)
-    out["n_images"] = (sel.attrs["n_images"], test.attrs["n_images"])
+    if study.profile.held_out_orders:
+        a, b, halves = study.car(layer, "selection"), study.car(layer, "test"), "selection/test"
+        sizes = (a.attrs["n_images"], b.attrs["n_images"])
+    else:
+        a, b = class_halves(study.car_per_class(layer), seed=0)
+        halves, sizes = "classes", (int(a["n_images"].iloc[0]), int(b["n_images"].iloc[0]))
+    out = split_half(a, b, k=min(study.profile.top_k_filters, len(a) // 2))
+    out["n_images"], out["halves"] = sizes, halves
     return out
 
 

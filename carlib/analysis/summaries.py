@@ -23,7 +23,7 @@ __all__ = [
     "PAPER_COLOR_COUNTS", "INDEX_SOURCES",
     "overall_accuracy", "easiest_hardest", "accuracy_at", "heldout_summary", "most_important",
     "select_filters", "color_counts", "color_counts_table", "color_counts_markdown",
-    "threshold_sweeps",
+    "threshold_sweeps", "reliability_markdown",
 ]
 
 #: Color-selective filters among the top 20 CAR-pruned ones of AlexNet, as the paper reports.
@@ -280,3 +280,33 @@ def threshold_sweeps(indices: Mapping[str, np.ndarray],
     """
     return pd.concat([threshold_sweep(indices[layer], pruned[layer]).assign(layer=layer)
                       for layer in indices])
+
+
+def reliability_markdown(rel: Mapping, layer: str) -> str:
+    """One Markdown paragraph on the split-half reliability of a layer's CAR.
+
+    Args:
+        rel: :func:`carlib.analysis.heldout.car_split_half`.
+        layer: the layer's role (``conv1`` ...).
+
+    Returns:
+        The paragraph: Spearman between the halves with its interval and permutation p, the
+        Spearman-Brown reliability, and the overlap of the halves' ``k`` lowest-CAR filters
+        against chance.
+
+    Example:
+        >>> r = {"n_images": (20, 20), "halves": "classes", "n_filters": 64, "rho": 0.5,
+        ...      "fisher_low": 0.3, "fisher_high": 0.66, "p": 1e-4, "reliability": 0.67,
+        ...      "reliability_low": 0.46, "reliability_high": 0.8, "k": 20,
+        ...      "shared_lowest": 9, "expected_shared": 6.25, "p_shared": 0.12}
+        >>> reliability_markdown(r, "conv1").startswith("**Split-half reliability of conv1's CAR**")
+        True
+    """
+    a, b = rel["n_images"]
+    return (f"**Split-half reliability of {layer}'s CAR** ({rel['halves']}: {a:,} and {b:,} images, "
+            f"{rel['n_filters']} filters): Spearman {rel['rho']:+.2f} [{rel['fisher_low']:+.2f}, "
+            f"{rel['fisher_high']:+.2f}] between the halves (permutation p = {rel['p']:.2g}); "
+            f"reliability of CAR on both halves together (Spearman-Brown) {rel['reliability']:.2f} "
+            f"[{rel['reliability_low']:.2f}, {rel['reliability_high']:.2f}]. The halves' {rel['k']} "
+            f"lowest-CAR filters share {rel['shared_lowest']}, against {rel['expected_shared']:.1f} "
+            f"for unrelated rankings (hypergeometric p = {rel['p_shared']:.2g}).")

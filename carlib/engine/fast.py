@@ -11,7 +11,9 @@ consumer), the group's outputs recomputed for a grouped convolution (for a depth
 bias). Only the layers after the consumers (the *suffix*, any graph) run once per (image,
 filter) pair, with many filters folded into the batch dimension, on the pruned consumer outputs
 and on the cut values they read (those carrying the pruned channels with channel *k* zeroed),
-in fp32 or through the checked-bf16 screen (:mod:`carlib.engine.screen`).
+in fp32 or through the checked-bf16 screen (:mod:`carlib.engine.screen`). On a private copy of
+the model, the suffix runs channels-last (CPU) and with its eval-mode BatchNorms folded into the
+convolutions before them.
 """
 
 from __future__ import annotations
