@@ -30,11 +30,11 @@ $(STAMP): requirements.txt pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: setup ## run the test suite and the notebook regression tests (smoke profile) [TEST_WORKERS=auto]
-	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
 	env -u PYTHONDONTWRITEBYTECODE CARLIB_PROFILE=smoke CARLIB_PROGRESS=0 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --nbval --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ -p no:cacheprovider
 
 test-fast: setup ## run the unit tests and carlib's docstring examples (no notebooks)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --doctest-modules carlib tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --doctest-modules carlib tests
 
 test-faults: setup ## every fault-injection trial: greedy runs and ranks killed with SIGKILL, resumed
 	$(BIN)/python -m pytest -q --run-faults tests/test_faults.py tests/test_distributed.py

@@ -13,6 +13,12 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min
 
 # test modules that read and fill the project's smoke results (results/smoke/): one worker runs them
 SHARED_SMOKE_RESULTS = {"test_golden", "test_report", "test_explorer", "test_browser"}
+#: the modules that take longest on two workers (measured with --durations), in the order they
+#: are handed out; the group that shares results/smoke/ (about 3 min) starts first
+SLOWEST_FIRST = ("test_golden", "test_browser", "test_explorer", "test_report", "test_car",
+                 "test_study", "test_screen", "test_heldout", "test_distributed", "test_cli",
+                 "test_bench", "test_engine", "test_faults", "test_graph", "test_mobilenet",
+                 "test_pruning")
 
 
 class SmallBNNet(nn.Module):
@@ -227,8 +233,11 @@ def pytest_collection_modifyitems(config, items):
         "faults": None if config.getoption("--run-faults") else
         pytest.mark.skip(reason="every fault trial; run with --run-faults (make test-faults)"),
     }
-    # the golden test fills results/smoke/ first; the other modules of its group then read it
-    items.sort(key=lambda item: item.path.stem != "test_golden")
+    # slowest first, so that two workers finish together (make test keeps this order with
+    # --no-loadscope-reorder); the golden test fills results/smoke/ first, the other modules of
+    # its group then read it
+    rank = {m: i for i, m in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
     for item in items:
         # under `pytest -n N --dist loadgroup` (make test) a module's tests (and doctests) stay on
         # one worker (module fixtures are built once), and the modules sharing results/smoke/ on

@@ -23,7 +23,7 @@ __all__ = [
     "PAPER_COLOR_COUNTS", "INDEX_SOURCES",
     "overall_accuracy", "easiest_hardest", "accuracy_at", "heldout_summary", "most_important",
     "select_filters", "color_counts", "color_counts_table", "color_counts_markdown",
-    "threshold_sweeps", "reliability_markdown",
+    "threshold_sweeps", "reliability_markdown", "class_importance_markdown",
 ]
 
 #: Color-selective filters among the top 20 CAR-pruned ones of AlexNet, as the paper reports.
@@ -310,3 +310,37 @@ def reliability_markdown(rel: Mapping, layer: str) -> str:
             f"[{rel['reliability_low']:.2f}, {rel['reliability_high']:.2f}]. The halves' {rel['k']} "
             f"lowest-CAR filters share {rel['shared_lowest']}, against {rel['expected_shared']:.1f} "
             f"for unrelated rankings (hypergeometric p = {rel['p_shared']:.2g}).")
+
+
+def class_importance_markdown(tests: Mapping[str, Mapping], alpha: float = 0.05) -> str:
+    """One Markdown bullet per layer on the paper's claim 2 tested over all filters.
+
+    Args:
+        tests: layer role -> :func:`carlib.analysis.claims.class_importance_test`.
+        alpha: significance level.
+
+    Returns:
+        The bullets: the mean over filters of Spearman(``CAR_c``, class-mean activation) with
+        its interval, the same with every filter paired with another filter's activations (the
+        null), the excess and its permutation p, the verdict, and the share of ``CAR_c`` that is
+        exactly 0.
+
+    Example:
+        >>> t = {"mean_rho": 0.2, "low": 0.1, "high": 0.3, "null_mean": 0.05, "excess": 0.15,
+        ...      "p": 0.001, "n_filters": 60, "n_constant": 4, "n_classes": 200,
+        ...      "zero_share": 0.6, "n_values": 12800}
+        >>> class_importance_markdown({"conv1": t}).startswith("- **conv1**: mean Spearman +0.20")
+        True
+    """
+    lines = []
+    for layer, t in tests.items():
+        verdict = ("**above** the null: a filter matters most for the classes that drive it"
+                   if t["p"] < alpha else "**not** above the null")
+        lines.append(
+            f"- **{layer}**: mean Spearman {t['mean_rho']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}] "
+            f"over {t['n_filters']} filters ({t['n_constant']} with a constant profile left out) "
+            f"and {t['n_classes']} classes, between a filter's `CAR_c` and its class-mean "
+            f"activation; {t['null_mean']:+.2f} with another filter's activations (the null): excess "
+            f"{t['excess']:+.3f}, permutation p = {t['p']:.2g}, {verdict}. "
+            f"{t['zero_share']:.0%} of the {t['n_values']:,} `CAR_c` values are exactly 0.")
+    return "\n".join(lines)
