@@ -6,13 +6,17 @@ BIN := $(VENV)/bin
 PROFILE ?= default
 TEST_WORKERS ?= auto
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+# setup installs these requirements apart from the rest, and first what both halves depend on
+TORCH_HALF := torch|torchvision|torch-pruning
+COMMON_DEPS := $(shell grep -E '^numpy==' requirements.txt) pillow jinja2 markupsafe typing-extensions
 
 .PHONY: help setup chromium test test-fast test-faults notebooks reproduce report bench clean-results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-setup: $(STAMP) chromium ## create .venv and install everything into it (quick when done)
+setup: ## create .venv and install everything into it (quick when done)
+	@$(MAKE) --no-print-directory -j2 $(STAMP) chromium
 
 chromium: ## headless Chromium for the browser tests (Debian: apt-get install chromium, when missing)
 	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
@@ -24,6 +28,14 @@ chromium: ## headless Chromium for the browser tests (Debian: apt-get install ch
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	@# requirements.txt in two halves installed at once (torch's, the rest's): twice as fast on
+	@# two cores. What both halves need is installed first, so no file is written twice.
+	$(BIN)/python -m pip install -q $(COMMON_DEPS)
+	grep -E '^($(TORCH_HALF))==' requirements.txt > $(VENV)/requirements-torch.txt
+	grep -vE '^($(TORCH_HALF))==' requirements.txt > $(VENV)/requirements-rest.txt
+	$(BIN)/python -m pip install -q -r $(VENV)/requirements-torch.txt & torch=$$!; \
+	  $(BIN)/python -m pip install -q -r $(VENV)/requirements-rest.txt; rest=$$?; \
+	  wait $$torch && exit $$rest
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
