@@ -17,7 +17,7 @@ from carlib.reference import accuracy_counts_naive
 
 from conftest import requires_tiny
 
-MINI = dict(per_class=2, greedy_per_class=1, max_classes=12, held_out_orders=True, shard_images=15,
+MINI = dict(per_class=2, greedy_per_class=1, max_classes=8, held_out_orders=True, shard_images=15,
             greedy_steps={"conv1": 2, "conv2": 1}, curve_depth={"conv1": 3, "conv2": 2}, random_seeds=(0,),
             top_k_filters=3)
 
@@ -28,7 +28,7 @@ def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
     study = E.Study("smoke", progress=False, **MINI)
     halves = study.halves()
     sel, test = halves["selection"], halves["test"]
-    assert len(sel) == len(test) == 12 and not set(sel) & set(test)
+    assert len(sel) == len(test) == 8 and not set(sel) & set(test)
     held = study.heldout_data()
     assert np.array_equal(held.labels, study.data.labels[test])
     assert np.array_equal(study.greedy_data.labels, study.data.labels[sel])
@@ -49,20 +49,20 @@ def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
         order = orders[orders["criterion"] == name].sort_values("rank")["filter"].tolist()
         for k, row in c.set_index("n_pruned").iterrows():
             correct, counts = accuracy_counts_naive(study.model, "conv1", held, order[:k])
-            assert row["correct"] == int(correct.sum()) and row["n_images"] == int(counts.sum()) == 12
+            assert row["correct"] == int(correct.sum()) and row["n_images"] == int(counts.sum()) == 8
             assert row["low"] <= row["accuracy"] <= row["high"]
     assert curves.groupby("criterion")["n_pruned"].max().to_dict()["car-greedy"] == 2
     # paired tests: the discordant counts give the accuracy difference
     paired = heldout.paired_tests(study, "conv1")
     assert set(paired["reference"]) == {"car-oneshot"}  # greedy stops at 2 < depth 3
     for _, r in paired.iterrows():
-        assert r["accuracy_reference"] - r["accuracy_other"] == pytest.approx((r["b"] - r["c"]) / 12)
+        assert r["accuracy_reference"] - r["accuracy_other"] == pytest.approx((r["b"] - r["c"]) / 8)
         assert 0 < r["p_value"] <= 1
     rel = heldout.car_split_half(study, "conv1")
-    assert rel["n_images"] == (12, 12) and -1 <= rel["rho"] <= 1
+    assert rel["n_images"] == (8, 8) and -1 <= rel["rho"] <= 1
     # replicates: disjoint parts of the selection half, each the greedy loop on its images
     reps = heldout.replicate_greedy(study, "conv1", parts=2, depth=2)
-    assert sorted(reps.groupby("replicate")["n_images"].first()) == [6, 6]
+    assert sorted(reps.groupby("replicate")["n_images"].first()) == [4, 4]
     first = reps[reps["replicate"] == 0]["filter"].tolist()
     part = study.greedy_data.subset(heldout.stratified_split(study.greedy_data.labels, 2, seed=0)[0])
     assert first == greedy_prune(study.model, "conv1", part, n_remove=2, progress=False)["filter"].tolist()
@@ -70,7 +70,7 @@ def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
     # a profile without halves: the reliability from two halves of the classes
     flat = E.Study("smoke", progress=False, **{**MINI, "held_out_orders": False})
     rel = heldout.car_split_half(flat, "conv1")
-    assert rel["halves"] == "classes" and rel["n_images"] == (12, 12) and rel["k"] == 3
+    assert rel["halves"] == "classes" and rel["n_images"] == (8, 8) and rel["k"] == 3
     assert -1 <= rel["rho"] <= 1 and 0 <= rel["shared_lowest"] <= 3
 
 

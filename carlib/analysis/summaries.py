@@ -24,6 +24,7 @@ __all__ = [
     "overall_accuracy", "easiest_hardest", "accuracy_at", "heldout_summary", "most_important",
     "select_filters", "color_counts", "color_counts_table", "color_counts_markdown",
     "threshold_sweeps", "reliability_markdown", "class_importance_markdown",
+    "threshold_free_markdown",
 ]
 
 #: Color-selective filters among the top 20 CAR-pruned ones of AlexNet, as the paper reports.
@@ -343,4 +344,40 @@ def class_importance_markdown(tests: Mapping[str, Mapping], alpha: float = 0.05)
             f"activation; {t['null_mean']:+.2f} with another filter's activations (the null): excess "
             f"{t['excess']:+.3f}, permutation p = {t['p']:.2g}, {verdict}. "
             f"{t['zero_share']:.0%} of the {t['n_values']:,} `CAR_c` values are exactly 0.")
+    return "\n".join(lines)
+
+
+def threshold_free_markdown(tests: Mapping[str, Mapping[str, Mapping]], alpha: float = 0.05) -> str:
+    """One Markdown bullet per layer on claim 1 tested without a color threshold.
+
+    Args:
+        tests: layer role -> ``{"spearman": carlib.analysis.claims.car_color_correlation(...),
+            "pruned_vs_rest": carlib.analysis.claims.pruned_vs_rest(...)}``.
+        alpha: significance level.
+
+    Returns:
+        The bullets: Spearman(CAR, color index) over all filters with its interval and the
+        one-sided p the claim predicts (negative), and the rank-biserial effect of the color
+        index of the top pruned filters against the rest with its interval and one-sided p.
+
+    Example:
+        >>> sp = {"rho": -0.3, "n": 64, "fisher_low": -0.5, "fisher_high": -0.06, "p_less": 0.01}
+        >>> mw = {"rank_biserial": 0.4, "rb_low": 0.1, "rb_high": 0.6, "n_a": 20, "n_b": 44,
+        ...       "p_greater": 0.005}
+        >>> threshold_free_markdown({"conv1": {"spearman": sp, "pruned_vs_rest": mw}})[:30]
+        '- **conv1**: Spearman(CAR, col'
+    """
+    lines = []
+    for layer, t in tests.items():
+        sp, mw = t["spearman"], t["pruned_vs_rest"]
+        both = sp["p_less"] < alpha and mw["p_greater"] < alpha
+        either = sp["p_less"] < alpha or mw["p_greater"] < alpha
+        verdict = ("**supports** the claim" if both else "**partly** supports the claim" if either
+                   else "**does not** support the claim")
+        lines.append(
+            f"- **{layer}**: Spearman(CAR, color index) over all {sp['n']} filters "
+            f"{sp['rho']:+.2f} [{sp['fisher_low']:+.2f}, {sp['fisher_high']:+.2f}], p = {sp['p_less']:.2g} "
+            f"for the claim's negative association; the {mw['n_a']} top pruned filters against the other "
+            f"{mw['n_b']} (Mann-Whitney): rank-biserial {mw['rank_biserial']:+.2f} [{mw['rb_low']:+.2f}, "
+            f"{mw['rb_high']:+.2f}], p = {mw['p_greater']:.2g} for more color among the pruned: {verdict}.")
     return "\n".join(lines)
