@@ -12,13 +12,15 @@ from torch import nn
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 # test modules that read and fill the project's smoke results (results/smoke/): one worker runs them
-SHARED_SMOKE_RESULTS = {"test_golden", "test_report", "test_explorer", "test_browser"}
+#: the modules that read the smoke tables the golden test writes under results/smoke/; one
+#: group, handed out last, when the golden test (handed out first) is long done and the other
+#: worker is finishing, so that JupyterLab and Chromium do not share the cores with two workers
+SMOKE_READERS = ("test_browser", "test_explorer", "test_report")
 #: the modules that take longest on two workers (measured with --durations), in the order they
-#: are handed out; the group that shares results/smoke/ (about 3 min) starts first
-SLOWEST_FIRST = ("test_golden", "test_browser", "test_explorer", "test_report", "test_car",
-                 "test_study", "test_screen", "test_heldout", "test_distributed", "test_cli",
-                 "test_bench", "test_engine", "test_faults", "test_graph", "test_mobilenet",
-                 "test_pruning")
+#: are handed out (longest first, so that the workers finish together)
+SLOWEST_FIRST = ("test_golden", "test_car", "test_study", "test_screen", "test_heldout",
+                 "test_distributed", "test_cli", "test_bench", "test_engine", "test_faults",
+                 "test_graph", "test_mobilenet", "test_pruning")
 
 
 class SmallBNNet(nn.Module):
@@ -234,16 +236,15 @@ def pytest_collection_modifyitems(config, items):
         pytest.mark.skip(reason="every fault trial; run with --run-faults (make test-faults)"),
     }
     # slowest first, so that two workers finish together (make test keeps this order with
-    # --no-loadscope-reorder); the golden test fills results/smoke/ first, the other modules of
-    # its group then read it
+    # --no-loadscope-reorder); the golden test fills results/smoke/ first, its readers come last
     rank = {m: i for i, m in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+    rank.update({m: len(rank) + 1 + i for i, m in enumerate(SMOKE_READERS)})
+    items.sort(key=lambda item: rank.get(item.path.stem, len(SLOWEST_FIRST)))
     for item in items:
         # under `pytest -n N --dist loadgroup` (make test) a module's tests (and doctests) stay on
-        # one worker (module fixtures are built once), and the modules sharing results/smoke/ on
-        # the same one
+        # one worker (module fixtures are built once), and the smoke readers on the same one
         module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("smoke-results" if module in SHARED_SMOKE_RESULTS
+        item.add_marker(pytest.mark.xdist_group("smoke-readers" if module in SMOKE_READERS
                                                  else f"{item.path.parent.name}/{module}"))
         for marker, skip in skips.items():
             if skip is not None and item.get_closest_marker(marker) is not None:
