@@ -61,27 +61,43 @@ def find_tiny_imagenet(*, download_missing: bool = True, progress: bool = True) 
     with file_lock(own / "tiny-imagenet-200"):  # one process extracts, the others then find it
         if (found := _extracted_copy()) is not None:
             return found
-        for d in data_search_dirs():
-            archive = d / "tiny-imagenet-200.zip"
-            if archive.is_file():
-                _check_archive(archive)
-                return _extract(archive, own)
-        if not download_missing or os.environ.get("CARLIB_NO_DOWNLOAD"):
-            raise DataNotFoundError(
-                "Tiny ImageNet not found; place tiny-imagenet-200.zip (or its extracted folder) in "
-                f"{own} or in a folder named by $CARLIB_DATA_DIR"
-            )
-        archive = download(TINY_IMAGENET_URL, own / "tiny-imagenet-200.zip", md5=TINY_IMAGENET_MD5,
-                           progress=progress)
+        archive = _archive(progress, download_missing)
+        _check_archive(archive)
         return _extract(archive, own)
+
+
+#: what an extracted or archived ``tiny-imagenet-200/`` must hold to be used
+_REQUIRED = ("wnids.txt", "val/val_annotations.txt")
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / rel).is_file() for rel in _REQUIRED)
 
 
 def _extracted_copy() -> Path | None:
     for d in data_search_dirs():
-        folder = d / "tiny-imagenet-200"
-        if (folder / "wnids.txt").is_file() and (folder / "val" / "val_annotations.txt").is_file():
+        if _complete(folder := d / "tiny-imagenet-200"):
             return folder
     return None
+
+
+def _archive(progress: bool, download_missing: bool = True) -> Path:
+    """The first ``tiny-imagenet-200.zip`` of :func:`data_search_dirs`, else the official one
+    downloaded into :func:`data_dir` (checksum-verified; one process downloads, the others
+    then find it)."""
+    for d in data_search_dirs():
+        if (archive := d / "tiny-imagenet-200.zip").is_file():
+            return archive
+    if not download_missing or os.environ.get("CARLIB_NO_DOWNLOAD"):
+        raise DataNotFoundError(
+            "Tiny ImageNet not found; place tiny-imagenet-200.zip (or its extracted folder) in "
+            f"{data_dir()} or in a folder named by $CARLIB_DATA_DIR"
+        )
+    own = data_dir() / "tiny-imagenet-200.zip"
+    with file_lock(own):
+        if not own.is_file():
+            download(TINY_IMAGENET_URL, own, md5=TINY_IMAGENET_MD5, progress=progress)
+    return own
 
 
 def _check_archive(archive: Path) -> None:
@@ -110,7 +126,7 @@ def _extract(archive: Path, own: Path) -> Path:
             f"{archive.name} is not extracted over it; move or delete it, then run again"
         )
     safe_extract(archive, own, keep=("tiny-imagenet-200",))
-    if not (folder / "wnids.txt").is_file() or not (folder / "val" / "val_annotations.txt").is_file():
+    if not _complete(folder):
         shutil.rmtree(folder)  # extracted just now by this call
         raise CarlibError(f"{archive} holds an incomplete tiny-imagenet-200/ (no wnids.txt or "
                           "val/val_annotations.txt); replace it with an intact copy")
@@ -131,12 +147,13 @@ def tiny_imagenet_listing(root: Path, split: str, wnids: list[str]) -> tuple[lis
     Example:
         >>> paths, labels = tiny_imagenet_listing(find_tiny_imagenet(), "val", wnids)  # doctest: +SKIP
     """
-    def train_files(w: str) -> list[str]:
-        return [f"train/{w}/images/{p.name}" for p in (root / "train" / w / "images").glob("*.JPEG")]
-
-    names, labels = _listing(split, wnids, train_files,
+    names, labels = _listing(split, wnids, _folder_train_files(root),
                              lambda: (root / "val" / "val_annotations.txt").read_text())
     return [root / n for n in names], labels
+
+
+def _folder_train_files(root: Path) -> Callable[[str], list[str]]:
+    return lambda w: [f"train/{w}/images/{p.name}" for p in (root / "train" / w / "images").glob("*.JPEG")]
 
 
 def _listing(split: str, wnids: list[str], train_files: Callable[[str], list[str]],
@@ -190,64 +207,52 @@ def _names(words: str) -> dict[str, str]:
 
 
 def _source(progress: bool) -> Path:
-    """An extracted ``tiny-imagenet-200`` folder, else the archive (found, or downloaded into
-    :func:`data_dir`); the archive is read in place, never extracted."""
-    if (found := _extracted_copy()) is not None:
-        return found
-    for d in data_search_dirs():
-        if (archive := d / "tiny-imagenet-200.zip").is_file():
-            return archive
-    own = data_dir() / "tiny-imagenet-200.zip"
-    if os.environ.get("CARLIB_NO_DOWNLOAD"):
-        raise DataNotFoundError(
-            "Tiny ImageNet not found; place tiny-imagenet-200.zip (or its extracted folder) in "
-            f"{data_dir()} or in a folder named by $CARLIB_DATA_DIR"
-        )
-    with file_lock(own):  # one process downloads, the others then find it
-        if not own.is_file():
-            download(TINY_IMAGENET_URL, own, md5=TINY_IMAGENET_MD5, progress=progress)
-    return own
+    """An extracted ``tiny-imagenet-200`` folder, else the archive (:func:`_archive`); the
+    archive is read in place, never extracted."""
+    return found if (found := _extracted_copy()) is not None else _archive(progress)
 
 
 def _decode_split(source: Path, split: str, progress: bool) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """``(images, labels, wnids, class names)`` of a split, from a folder or a checked archive."""
-    desc = f"decoding tiny-imagenet {split}"
     if source.is_dir():
-        wnids = sorted(w.strip() for w in (source / "wnids.txt").read_text().split() if w.strip())
-        words = source / "words.txt"
-        names = _names(words.read_text() if words.is_file() else "")
-        paths, labels = tiny_imagenet_listing(source, split, wnids)
-        if not paths:
-            raise _no_images(split, source)
-        return (_decode_all([str(p) for p in paths], Path, progress, desc), labels, wnids,
-                [names.get(w, w) for w in wnids])
+        return _decode(source, split, progress,
+                       lambda rel: (source / rel).read_text() if (source / rel).is_file() else None,
+                       _folder_train_files(source), lambda name: source / name)
     _check_archive(source)
     try:
         with zipfile.ZipFile(source) as zf:
             if "tiny-imagenet-200" not in check_members(zf, source):
                 raise CarlibError(f"{source.name} holds no tiny-imagenet-200/; it is not the "
                                   "expected archive, replace it with an intact copy")
-            members = set(zf.namelist())
             top = "tiny-imagenet-200/"
-            if not {top + "wnids.txt", top + "val/val_annotations.txt"} <= members:
+            members = set(zf.namelist())
+            if not all(top + rel in members for rel in _REQUIRED):
                 raise CarlibError(f"{source} holds an incomplete tiny-imagenet-200/ (no wnids.txt "
                                   "or val/val_annotations.txt); replace it with an intact copy")
-            text = lambda n: zf.read(top + n).decode()  # noqa: E731
-            wnids = sorted(w.strip() for w in text("wnids.txt").split() if w.strip())
-            names = _names(text("words.txt") if top + "words.txt" in members else "")
             train: dict[str, list[str]] = {}
             for m in members:
                 parts = m.split("/")
                 if len(parts) == 5 and parts[1] == "train" and parts[3] == "images" and m.endswith(".JPEG"):
                     train.setdefault(parts[2], []).append(m[len(top):])
-            files, labels = _listing(split, wnids, lambda w: train.get(w, []),
-                                     lambda: text("val/val_annotations.txt"))
-            if not files:
-                raise _no_images(split, source)
-            images = _decode_all(files, lambda n: zf.read(top + n), progress, desc)
+            return _decode(source, split, progress,
+                           lambda rel: zf.read(top + rel).decode() if top + rel in members else None,
+                           lambda w: train.get(w, []), lambda name: zf.read(top + name))
     except ZIP_ERRORS as exc:
         raise unreadable_zip(source, exc) from None
-    return images, labels, wnids, [names.get(w, w) for w in wnids]
+
+
+def _decode(source: Path, split: str, progress: bool, text: Callable[[str], str | None],
+            train_files: Callable[[str], list[str]], read: Callable[[str], bytes | Path]
+            ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """:func:`_decode_split` given how to read a text file, list a class's train images and
+    read an image of ``tiny-imagenet-200/`` (a folder's or an archive's)."""
+    wnids = sorted(w.strip() for w in (text("wnids.txt") or "").split() if w.strip())
+    names = _names(text("words.txt") or "")
+    files, labels = _listing(split, wnids, train_files, lambda: text("val/val_annotations.txt") or "")
+    if not files:
+        raise _no_images(split, source)
+    return (_decode_all(files, read, progress, f"decoding tiny-imagenet {split}"), labels, wnids,
+            [names.get(w, w) for w in wnids])
 
 
 def _no_images(split: str, source: Path) -> DataNotFoundError:
