@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, required=True,
                    help="the fine-tuned state dict (.pt), its sha256 beside it (<file>.sha256)")
     f.add_argument("--epochs", type=int, default=1)
-    f.add_argument("--lr", type=float, default=0.008,
-                   help="peak learning rate (default 0.008, a tenth of train's)")
+    f.add_argument("--lr", type=float, default=0.001,
+                   help="peak learning rate (default 0.001, an eightieth of train's; carlib.finetune.FINETUNE_LR)")
     f.add_argument("--batch-size", type=int, default=128)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--per-class-images", type=int, default=None, metavar="K",

@@ -34,7 +34,7 @@ from .engine import Engine
 from .errors import CarlibError
 from .graph import LayerPlan
 
-__all__ = ["mcnemar", "wilson_interval", "paired_correct", "order_curves"]
+__all__ = ["curve_points", "mcnemar", "wilson_interval", "paired_correct", "order_curves"]
 
 
 def mcnemar(a: Sequence[bool] | np.ndarray | pd.Series, b: Sequence[bool] | np.ndarray | pd.Series) -> dict:
@@ -139,9 +139,25 @@ def paired_correct(model: nn.Module, layer: str | LayerPlan, data: DataLike,
     return out
 
 
+def curve_points(depth: int, points: int | None) -> list[int] | None:
+    """``points`` evenly spaced depths after 0 up to ``depth`` (rounded, with 0 and ``depth``),
+    or ``None`` (every depth) when ``points`` is ``None``.
+
+    Example:
+        >>> curve_points(32, 4)
+        [0, 8, 16, 24, 32]
+    """
+    if points is None:
+        return None
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise CarlibError(f"points must be a positive integer or None, got {points!r}")
+    return sorted({int(round(depth * i / points)) for i in range(points + 1)})
+
+
 def order_curves(model: nn.Module, layer: str | LayerPlan, data: DataLike,
                  orders: Mapping[str, Sequence[int]], depth: int, *, confidence: float = 0.95,
-                 engine: Engine | None = None, **options) -> pd.DataFrame:
+                 points: Sequence[int] | None = None, engine: Engine | None = None,
+                 **options) -> pd.DataFrame:
     """Accuracy after pruning the first 0..``depth`` filters of each order, with intervals.
 
     Args:
@@ -149,6 +165,9 @@ def order_curves(model: nn.Module, layer: str | LayerPlan, data: DataLike,
         orders: name -> pruning order.
         depth: the deepest point (orders shorter than that stop at their length).
         confidence: the level of the Wilson intervals.
+        points: evaluate only at these depths (e.g. :func:`curve_points`; 0 and an order's
+            last depth are always included), one pass each instead of every prefix
+            (``None``: every depth).
 
     Returns:
         A tidy table: ``criterion, n_pruned, filter`` (pruned at that point, -1 at 0),
@@ -159,13 +178,30 @@ def order_curves(model: nn.Module, layer: str | LayerPlan, data: DataLike,
         >>> x, y = torch.zeros(3, 3, 8, 8), torch.tensor([0, 1, 0])
         >>> order_curves(net, "conv1", (x, y), {"a": [0, 1, 2, 3]}, 2).shape
         (3, 8)
+        >>> order_curves(net, "conv1", (x, y), {"a": [0, 1, 2, 3]}, 3, points=[2])["n_pruned"].tolist()
+        [0, 2, 3]
     """
     eng = _engine(model, layer, data, engine, options)
     rows = []
+    done: dict[tuple[int, ...], int] = {}
+
+    def at(prefix: list[int]) -> int:
+        key = tuple(sorted(prefix))
+        if key not in done:
+            base, _, counts = eng.evaluate(list(prefix), [])
+            done[key] = int(base.sum())
+        return done[key]
+
     for name, order in orders.items():
         d = min(depth, len(order))
-        correct, n = prefix_correct(eng, order, d)
-        for k in range(d + 1):
+        if points is None:
+            correct, n = prefix_correct(eng, order, d)
+            ks = list(range(d + 1))
+        else:
+            ks = sorted({0, d} | {int(k) for k in points if 0 <= int(k) <= d})
+            correct = {k: at([int(f) for f in order[:k]]) for k in ks}
+            n = eng.n_images
+        for k in ks:
             lo, hi = wilson_interval(int(correct[k]), n, confidence)
             rows.append({"criterion": name, "n_pruned": k, "filter": int(order[k - 1]) if k else -1,
                          "correct": int(correct[k]), "n_images": n, "accuracy": int(correct[k]) / n,

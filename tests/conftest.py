@@ -18,7 +18,7 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min
 SMOKE_READERS = ("test_browser", "test_explorer", "test_report")
 #: the modules that take longest on two workers (measured with --durations), in the order they
 #: are handed out (longest first, so that the workers finish together)
-SLOWEST_FIRST = ("test_golden", "test_car", "test_study", "test_screen", "test_heldout",
+SLOWEST_FIRST = ("test_golden", "test_retraining", "test_car", "test_study", "test_screen", "test_heldout",
                  "test_distributed", "test_cli", "test_bench", "test_engine", "test_faults",
                  "test_graph", "test_mobilenet", "test_pruning")
 

@@ -86,3 +86,25 @@ def test_order_curves_have_wilson_intervals(bn_net):
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
     with pytest.raises(CarlibError, match="at least one image"):
         wilson_interval(0, 0)
+
+
+def test_curves_at_points_agree_with_every_depth():
+    import torch
+    from torch import nn
+
+    from carlib.compare import curve_points
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 36, 3)).eval()
+    x, y = torch.randn(40, 3, 8, 8), torch.randint(0, 3, (40,))
+    orders = {"a": [5, 0, 3, 1, 2], "b": [1, 2]}
+    every = order_curves(net, "conv1", (x, y), orders, 4)
+    some = order_curves(net, "conv1", (x, y), orders, 4, points=curve_points(4, 2))
+    assert some.groupby("criterion")["n_pruned"].apply(list).to_dict() == {"a": [0, 2, 4], "b": [0, 2]}
+    merged = some.merge(every, on=["criterion", "n_pruned"], suffixes=("", "_every"))
+    assert len(merged) == len(some) and (merged["correct"] == merged["correct_every"]).all()
+    assert (merged["filter"] == merged["filter_every"]).all()
+    assert curve_points(96, 4) == [0, 24, 48, 72, 96] and curve_points(3, 2) == [0, 2, 3]
+    assert curve_points(8, None) is None
+    with pytest.raises(CarlibError, match="points must be a positive integer"):
+        curve_points(8, 0)

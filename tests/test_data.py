@@ -116,6 +116,27 @@ def test_per_class_subset_is_balanced_nested_and_deterministic(homes):
         np.testing.assert_array_equal(a.images[a.labels == c], b.images[b.labels == c][:2])
 
 
+def test_a_few_images_per_class_decode_only_those_until_the_split_is_cached(homes, monkeypatch):
+    src, home = homes
+    make_tiny(src, train_per_class=4)
+    cache = home / "data" / "cache"
+    decoded: list[int] = []
+    real = T._decode_all
+    monkeypatch.setattr(T, "_decode_all", lambda names, *a, **k: decoded.append(len(names)) or real(names, *a, **k))
+    few = load_dataset("tiny-imagenet", "train", per_class=2, progress=False)
+    assert decoded == [6] and [p.name.endswith("-first2.npz") for p in cache.iterdir()] == [True]
+    assert load_dataset("tiny-imagenet", "train", per_class=2, progress=False).fingerprint() == few.fingerprint()
+    assert decoded == [6]  # read back from its own cache
+    whole = load_dataset("tiny-imagenet", "train", progress=False)
+    assert decoded == [6, 12]
+    # once the whole split is cached, subsets come from it: the same pixels
+    again = load_dataset("tiny-imagenet", "train", per_class=2, progress=False)
+    assert decoded == [6, 12] and again.fingerprint() == few.fingerprint() and again.per_class == 2
+    idx = D.subset_per_class(whole.labels, 2, 3)
+    np.testing.assert_array_equal(few.images, whole.images[idx])
+    np.testing.assert_array_equal(few.labels, whole.labels[idx])
+
+
 def test_batches_are_normalized(homes):
     src, _ = homes
     make_tiny(src)

@@ -101,3 +101,11 @@ def test_a_pruned_checkpoint_loads_with_its_own_shapes(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CarlibError, match="cannot read checkpoint"):
         load_alexnet_tiny(tmp_path / "bad.pt")
+
+
+def test_the_command_line_default_lr_is_the_library_default():
+    from carlib.cli import build_parser
+    from carlib.finetune import FINETUNE_LR
+
+    args = build_parser().parse_args(["finetune", "--weights", "x.pt", "--out", "y.pt"])
+    assert args.lr == FINETUNE_LR

@@ -23,6 +23,19 @@ def test_profiles():
         get_profile("fast")
 
 
+def test_notebook_06_settings():
+    """default: a test set after the CAR images and a short retraining; full: the test half and
+    one epoch over all of Tiny ImageNet train; both >= 3 seeds; the settings leave the cache keys
+    of the other tables alone."""
+    default, full, smoke = get_profile("default"), get_profile("full"), get_profile("smoke")
+    assert default.test_per_class > 0 and not default.held_out_orders
+    assert full.held_out_orders and full.retrain["per_class"] is None and full.retrain["epochs"] >= 1
+    for p in (default, full):
+        assert len(p.retrain["seeds"]) >= 3 and "conv1" in p.retrain["layers"]
+    assert smoke.retrain["depth"] == smoke.greedy_steps["conv1"]  # the greedy order reaches it
+    assert default.cache_key() == default.with_(test_per_class=0, curve_points=None, retrain=None).cache_key()
+
+
 def test_output_folders_do_not_depend_on_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CARLIB_HOME", raising=False)

@@ -24,8 +24,10 @@ def smoke_report(tmp_path, monkeypatch):
     from carlib.analysis.study import Study
 
     study = Study("smoke", progress=False)  # computes whatever the smoke cache lacks
+    from carlib.analysis.heldout import paired_tests
+
     for layer in ("conv1", "conv2"):
-        study.curves(layer), study.heldout_accuracy(layer)
+        study.curves(layer), study.heldout_accuracy(layer), paired_tests(study, layer)
     study.accuracy_per_class(), study.color_responses("conv2")
     figs = tmp_path / "figures"
     monkeypatch.setattr(R, "figures_dir", lambda name: figs)
@@ -48,7 +50,8 @@ def test_report_is_self_contained_and_generated_from_the_tables(tmp_path, monkey
     assert [base64.b64decode(s) for s in srcs] == [(figs / "02_conv1_car_sorted.png").read_bytes()]
     # the claims table is generated from the same tables
     claims = R.claims(R.CachedStudy("smoke", progress=False))
-    assert list(claims["notebook"]) == list(R.CLAIMS) and len(claims) == 5
+    assert list(claims["notebook"]) == list(R.CLAIMS) and len(claims) == 6
+    assert "conv1, 8 filters pruned: car-oneshot" in claims["this run"][5]  # notebook 06's paired tests
     for text in claims["this run"]:
         assert text in page
     car = study.car("conv1")

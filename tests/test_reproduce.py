@@ -14,9 +14,9 @@ def _code_cells(path):
     return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
 
 
-def test_five_numbered_notebooks():
+def test_six_numbered_notebooks():
     assert NOTEBOOKS == ["01_baseline.ipynb", "02_car_conv1.ipynb", "03_car_conv2.ipynb",
-                         "04_color_vs_shape.ipynb", "05_class_importance.ipynb"]
+                         "04_color_vs_shape.ipynb", "05_class_importance.ipynb", "06_compression.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

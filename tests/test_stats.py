@@ -103,3 +103,21 @@ def test_jaccard_chance_matches_simulation():
 def test_spearman_brown():
     assert spearman_brown(0.0) == 0.0 and spearman_brown(1.0) == 1.0
     assert spearman_brown(0.5) == pytest.approx(2 / 3) and spearman_brown(-1.0) == float("-inf")
+
+
+def test_paired_difference_interval_covers_the_truth():
+    from carlib.analysis.stats import paired_difference_interval
+
+    rng = np.random.default_rng(0)
+    n, covered = 400, 0
+    for _ in range(400):  # two correlated classifiers, 0.55 and 0.50 correct: the truth is +0.05
+        u = rng.random(n)
+        a, b = u < 0.55, (u < 0.45) | ((u > 0.6) & (u < 0.65))
+        bb, cc = int((a & ~b).sum()), int((~a & b).sum())
+        lo, hi = paired_difference_interval(bb, cc, n)
+        assert lo <= (bb - cc) / n <= hi
+        covered += lo <= 0.05 <= hi
+    assert 0.92 <= covered / 400 <= 0.98
+    assert paired_difference_interval(0, 0, 10) == (0.0, 0.0)
+    with pytest.raises(CarlibError, match="n must be positive"):
+        paired_difference_interval(1, 0, 0)

@@ -35,3 +35,43 @@ def test_verdicts_follow_the_p_values():
            "expected_shared": 6.25, "p_shared": 0.44}
     text = verdicts.reliability_markdown(rel, "conv1")
     assert "1,000 and 1,000 images" in text and "+0.34 [+0.09, +0.54]" in text and "share 7" in text
+
+
+def _paired(b: int, c: int, p: float) -> pd.DataFrame:
+    n = 600
+    return pd.DataFrame({"reference": ["car-greedy"] * 3, "other": ["l1", "taylor", "random-0"],
+                         "depth": 32, "n_images": n, "accuracy_reference": 0.3,
+                         "accuracy_other": [0.1, 0.3 - (b - c) / n, 0.5], "b": [150, b, 10],
+                         "c": [30, c, 130], "p_value": [1e-20, p, 1e-25]})
+
+
+def test_claim_3_names_the_strongest_baseline_and_follows_the_test():
+    # the random order is more accurate here but is not a baseline: taylor is the strongest
+    text = verdicts.criteria_markdown(_paired(60, 20, 1e-5), "conv1", 64)
+    assert "(taylor)" in text and "+6.7 points" in text and "**supported**" in text
+    assert "the paper's +26 lies outside it" in text
+    assert "**the opposite**" in verdicts.criteria_markdown(_paired(20, 60, 1e-5), "conv1", 64)
+    assert "**not distinguishable**" in verdicts.criteria_markdown(_paired(30, 25, 0.6), "conv2", 192)
+    assert verdicts.best_baseline(_paired(60, 20, 1e-5), "car-greedy")["other"] == "taylor"
+
+
+def test_retraining_and_compression_paragraphs():
+    s = pd.DataFrame({"criterion": ["car-greedy", "l1"], "before": [0.3, 0.1], "after": [0.4, 0.35],
+                      "after_min": [0.39, 0.34], "after_max": [0.41, 0.36], "seeds": [2, 2]})
+    t = pd.DataFrame({"reading": ["before"] * 2 + ["after"] * 2, "seed": [0, 1, 0, 1],
+                      "difference": [0.2, 0.2, 0.05, -0.01], "p_value": [1e-9, 1e-9, 0.01, 0.7]})
+    a = {"layer": "conv1", "depth": 32, "epochs": 1, "train_images": 1000, "batch_size": 64, "n_images": 600}
+    text = verdicts.retraining_markdown(s, t, a, "car-greedy", "l1")
+    assert "(15 steps of 64)" in text and "2 seed(s)" in text
+    assert "before retraining the difference is +20.0, +20.0 points" in text and "**supported** in every seed" in text
+    assert "supported in 1 of 2 seeds, the opposite in 0" in text
+    dc = pd.DataFrame({"stage": ["unpruned", "filters", "deep", "deep"], "factor": [1.0, 2.0, 20.0, 45.0],
+                       "factor_huffman": [1.0, 2.0, 30.0, 60.0], "accuracy": [0.47, 0.465, 0.462, 0.40],
+                       "sparsity": [0.0, 0.0, 0.8, 0.9], "bits": [32, 32, 5, 5], "n_images": 600})
+    from carlib.analysis.retraining import within_one_point
+
+    w = within_one_point(dc)
+    assert (w["factor"], w["sparsity"], w["bits"]) == (20.0, 0.8, 5)
+    text = verdicts.compression_markdown(w, dc, "conv1")
+    assert "**20.0x**" in text and "45.0x (60.0x with Huffman coding), reaches 40.0 %" in text
+    assert within_one_point(dc.assign(accuracy=[0.47, 0.2, 0.2, 0.2]))["factor"] is None

@@ -1,12 +1,17 @@
-"""Choose on one half, compare on the other: every pruning order of a layer, chosen on the
-selection half of a profile with ``held_out_orders`` (:meth:`Study.halves`), evaluated on the
-test half, with Wilson intervals and paired (McNemar) tests.
+"""Choose on some images, compare on others: every pruning order of a layer, chosen without
+the test images (:meth:`Study.test_data`), evaluated on them, with Wilson intervals and paired
+(McNemar) tests.
+
+With ``held_out_orders`` (profile ``full``) the orders are chosen on the selection half and
+compared on the test half (:meth:`Study.halves`); otherwise they are chosen as the profile's
+other notebooks choose them (greedy and the activation criteria on the greedy images, one-shot
+CAR on the CAR images) and compared on the ``test_per_class`` images per class that follow the
+CAR images in the split.
 
 The orders: ``car-greedy`` (the greedy loop, as deep as the profile runs it), ``car-oneshot``
-(one-shot CAR on the selection half), the criteria of :data:`ORDER_CRITERIA`
-(:mod:`carlib.importance`, each computed on the selection half) and ``random-<seed>`` for the
-profile's seeds. Every table is cached by the study; the curves one order at a time, so an
-interrupted run resumes.
+(one-shot CAR), the criteria of :data:`ORDER_CRITERIA` (:mod:`carlib.importance`) and
+``random-<seed>`` for the profile's seeds. Every table is cached by the study; the curves one
+order at a time, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..baselines import car_order, random_order
-from ..compare import mcnemar, order_curves, paired_correct
+from ..compare import curve_points, mcnemar, order_curves, paired_correct
 from ..engine import Engine
 from ..errors import CarlibError
 from ..greedy import greedy_prune
@@ -24,7 +29,7 @@ from .reliability import class_halves, split_half, stratified_split
 from .study import Study
 
 __all__ = ["ORDER_CRITERIA", "REPLICATES", "selection_orders", "test_curves", "paired_tests",
-           "car_split_half", "replicate_greedy"]
+           "car_split_half", "replicate_greedy", "comparison_images"]
 
 #: the literature's criteria traced beside CAR (names of :data:`carlib.importance.CRITERIA`)
 ORDER_CRITERIA = ("l1", "l2", "mean_activation", "apoz", "taylor")
@@ -33,16 +38,28 @@ REPLICATES = 4
 
 
 def _check(study: Study) -> None:
-    if not study.profile.held_out_orders:
-        raise CarlibError(f"profile {study.profile.name!r} chooses and compares on the same images; "
-                          "use a profile with held_out_orders=True (e.g. 'full')")
+    if not (study.profile.held_out_orders or study.profile.test_per_class):
+        raise CarlibError(f"profile {study.profile.name!r} has no test images; use a profile with "
+                          "held_out_orders=True (e.g. 'full') or set test_per_class")
+
+
+def comparison_images(study: Study) -> str:
+    """What the test images are (:meth:`Study.test_data`), for the cache key of the tables
+    computed on them.
+
+    Example:
+        >>> comparison_images(Study("full"))  # doctest: +SKIP
+        'test half'
+    """
+    P = study.profile
+    return "test half" if P.held_out_orders else f"{P.test_per_class} per class after the CAR images"
 
 
 def selection_orders(study: Study, layer: str) -> pd.DataFrame:
-    """Every pruning order of ``layer``, each chosen on the selection half only.
+    """Every pruning order of ``layer``, none chosen on the test images.
 
     Args:
-        study: a study whose profile has ``held_out_orders``.
+        study: a study whose profile has test images (``held_out_orders`` or ``test_per_class``).
         layer: the role (``conv1``, ``conv2``) or layer.
 
     Returns:
@@ -77,8 +94,9 @@ def _orders(study: Study, layer: str) -> dict[str, list[int]]:
 
 
 def test_curves(study: Study, layer: str) -> pd.DataFrame:
-    """Accuracy on the test half against filters pruned, for every order of
-    :func:`selection_orders`, to half the layer (the profile's curve depth).
+    """Accuracy on the test images against filters pruned, for every order of
+    :func:`selection_orders`, to half the layer (the profile's curve depth), at every depth or at
+    the profile's ``curve_points`` (:func:`carlib.compare.curve_points`).
 
     Returns:
         :func:`carlib.compare.order_curves`' table: ``criterion, n_pruned, filter, correct,
@@ -89,25 +107,28 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
     """
     _check(study)
     depth = study.profile.curve_depth_for(layer, study.layer(layer).filters)
-    held = study.heldout_data()
+    points = curve_points(depth, study.profile.curve_points)
+    test = comparison_images(study)
 
     def compute() -> pd.DataFrame:
+        held = study.test_data()
         eng = None
         parts = []
         for name, order in _orders(study, layer).items():
             def one(name=name, order=order) -> pd.DataFrame:
                 nonlocal eng
                 eng = eng or Engine(study.model, study.plan(layer), held, device=study.device)
-                return order_curves(study.model, study.plan(layer), held, {name: order}, depth, engine=eng)
+                return order_curves(study.model, study.plan(layer), held, {name: order}, depth,
+                                    points=points, engine=eng)
             parts.append(study.table(f"parts/test_curve_{layer}_{name}", one, layer=layer,
-                                     order=order[:depth]))
+                                     order=order[:depth], points=points, test=test))
         return pd.concat(parts, ignore_index=True)
 
-    return study.table(f"test_curves_{layer}", compute, layer=layer, depth=depth)
+    return study.table(f"test_curves_{layer}", compute, layer=layer, depth=depth, points=points, test=test)
 
 
 def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-greedy", "car-oneshot")) -> pd.DataFrame:
-    """Exact McNemar tests on the test half at half the layer: each reference order against
+    """Exact McNemar tests on the test images at half the layer: each reference order against
     every other order, the same images pruned by both.
 
     Args:
@@ -126,7 +147,7 @@ def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-g
 
     def compute() -> pd.DataFrame:
         orders = {k: o for k, o in _orders(study, layer).items() if len(o) >= depth}
-        ok = paired_correct(study.model, study.plan(layer), study.heldout_data(), orders, depth,
+        ok = paired_correct(study.model, study.plan(layer), study.test_data(), orders, depth,
                             device=study.device)
         rows = []
         for ref in (r for r in references if r in orders):
@@ -138,7 +159,7 @@ def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-g
                              "b": int(t["b"]), "c": int(t["c"]), "p_value": float(t["p_value"])})
         return pd.DataFrame(rows)
 
-    return study.table(f"paired_{layer}", compute, layer=layer, depth=depth)
+    return study.table(f"paired_{layer}", compute, layer=layer, depth=depth, test=comparison_images(study))
 
 
 def car_split_half(study: Study, layer: str) -> dict:
@@ -183,7 +204,9 @@ def replicate_greedy(study: Study, layer: str, parts: int = REPLICATES, depth: i
     Example:
         >>> replicate_greedy(Study("full"), "conv1")  # doctest: +SKIP
     """
-    _check(study)
+    if not study.profile.held_out_orders:
+        raise CarlibError(f"profile {study.profile.name!r} has no selection half to split; use a "
+                          "profile with held_out_orders=True (e.g. 'full')")
     depth = depth or study.profile.top_k_filters
     data = study.greedy_data
     tables = []

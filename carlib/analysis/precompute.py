@@ -3,7 +3,8 @@
 ``python -m carlib.analysis.precompute --profile full`` computes, for ``conv1`` then ``conv2``:
 the per-class CAR (on each half with ``held_out_orders``), then per layer the greedy loop and,
 with ``held_out_orders``, the selection-half orders, the test-half curves, the paired tests and
-the greedy loop on disjoint parts of the selection half (replicates).
+the greedy loop on disjoint parts of the selection half (replicates), then, for the layers the
+profile retrains (``retrain``), the retraining runs and Deep Compression of notebook 06.
 Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
 curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
 """
@@ -28,9 +29,10 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
         >>> [d for d, _ in plan(Study("smoke"), ("conv1",))]  # doctest: +SKIP
         ['CAR conv1', 'greedy conv1']
     """
-    from . import heldout
+    from . import heldout, retraining
 
     split = study.profile.held_out_orders
+    retrained = (study.profile.retrain or {}).get("layers", []) if (split or study.profile.test_per_class) else []
     for layer in layers:
         halves = ("selection", "test") if split else ("all",)
         for images in halves:
@@ -42,6 +44,9 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
             yield f"test curves {layer}", lambda layer=layer: heldout.test_curves(study, layer)
             yield f"paired tests {layer}", lambda layer=layer: heldout.paired_tests(study, layer)
             yield f"replicates {layer}", lambda layer=layer: heldout.replicate_greedy(study, layer)
+        if layer in retrained:
+            yield f"retraining {layer}", lambda layer=layer: retraining.retraining(study, layer)
+            yield f"deep compression {layer}", lambda layer=layer: retraining.deep_compression(study, layer)
 
 
 def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, progress: bool = True,

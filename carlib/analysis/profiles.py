@@ -1,6 +1,10 @@
 """Profiles: the one place that says which model, data, sizes and device each setting uses.
 
 * ``default``: the offline, 2-core-CPU reproduction: ``alexnet-tiny`` on Tiny ImageNet val.
+  Notebook 06 compares the pruning orders on the 3 images per class that follow the 10 CAR
+  images (600, chosen on by nothing), at 0, a quarter and half of each layer, and retrains
+  conv1 briefly (one pass over 400 train images, 3 seeds): the method at a glance; ``full``
+  gives the answers.
 * ``paper``: the paper's setting: torchvision AlexNet (ImageNet weights) on the ImageNet
   validation set, 50 images per class, greedy to half of conv1 and conv2, on the GPU when
   there is one (device ``auto``).
@@ -16,7 +20,8 @@
 * ``full``: the statistically sound version of ``default`` (hours on a 2-core CPU, resumable,
   its tables committed): all 10,000 Tiny ImageNet val images, split by class into a selection
   half (the first 25 of each class: greedy to half of conv1 and of conv2, one-shot CAR, every
-  other criterion) and a test half (the other 25: every comparison).
+  other criterion) and a test half (the other 25: every comparison); notebook 06 retrains on
+  all of Tiny ImageNet train (one epoch, 3 seeds) and runs Deep Compression on conv1 and conv2.
 * ``smoke``: a tiny, fast version of ``default`` for CI.
 """
 
@@ -58,6 +63,16 @@ class Profile:
             long run resumes where it stopped (``None``: one pass).
         held_out_orders: choose on the greedy images only (the selection half: one-shot CAR,
             the other criteria), compare on the rest (the test half, :meth:`Study.halves`).
+        test_per_class: without ``held_out_orders``: the images per class that follow the CAR
+            images in the split, on which notebook 06 compares the pruning orders (0: none).
+            No order is chosen on them.
+        curve_points: notebook 06's test curves at this many evenly spaced depths after 0
+            (``None``: every depth).
+        retrain: notebook 06's retraining and Deep Compression (:mod:`carlib.analysis.retraining`):
+            ``layers`` (roles), ``per_class`` (Tiny ImageNet train images per class, ``None``:
+            all 500), ``epochs``, ``batch_size``, ``seeds``, ``sparsities`` and ``bits`` (the
+            Deep Compression grid), optionally ``depth`` (filters pruned; default: half the
+            layer); ``None``: no retraining.
     """
 
     name: str
@@ -77,6 +92,9 @@ class Profile:
     shard_images: int | None = None
     class_step: int = 1
     held_out_orders: bool = False
+    test_per_class: int = 0
+    curve_points: int | None = None
+    retrain: dict | None = None
 
     def layer_path(self, role: str) -> str:
         """The module path or alias of the convolution that plays ``role`` (e.g. ``conv2``)."""
@@ -94,9 +112,12 @@ class Profile:
     def cache_key(self) -> dict:
         """The fields that determine the results: all but ``shard_images`` (shards sum to the
         same tables), ``layers`` only when set (unset, the roles are the aliases) and
-        ``class_step`` only when it selects classes."""
+        ``class_step`` only when it selects classes. Notebook 06's settings (``test_per_class``,
+        ``curve_points``, ``retrain``) are left out: its tables carry them as their own
+        parameters, so changing them recomputes those tables only."""
         key = self.to_dict()
-        key.pop("shard_images")
+        for field in ("shard_images", "test_per_class", "curve_points", "retrain"):
+            key.pop(field)
         if key["layers"] is None:
             key.pop("layers")
         if key["class_step"] == 1:
@@ -129,7 +150,9 @@ PROFILES: dict[str, Profile] = {
         name="default", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=10, greedy_steps={"conv1": 32, "conv2": 20}, random_seeds=(0, 1, 2, 3, 4),
         device="cpu", input_size=(3, 64, 64), top_k_filters=20,
-        greedy_per_class=1),
+        greedy_per_class=1, test_per_class=3, curve_points=2,
+        retrain={"layers": ["conv1"], "per_class": 2, "epochs": 1, "batch_size": 32,
+                 "seeds": [0, 1, 2], "sparsities": [0.75, 0.9], "bits": [5]}),
     "paper": Profile(
         name="paper", model="alexnet", dataset="imagenet", split="val", per_class=50,
         greedy_steps={"conv1": 32, "conv2": 96}, random_seeds=(0, 1, 2, 3, 4),
@@ -145,12 +168,17 @@ PROFILES: dict[str, Profile] = {
         name="smoke", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=1, greedy_steps={"conv1": 3, "conv2": 3}, random_seeds=(0, 1),
         device="cpu", input_size=(3, 64, 64), top_k_filters=20,
-        greedy_per_class=1, max_classes=40, curve_depth={"conv1": 8, "conv2": 8}),
+        greedy_per_class=1, max_classes=40, curve_depth={"conv1": 8, "conv2": 8},
+        test_per_class=1, curve_points=2,
+        retrain={"layers": ["conv1"], "per_class": 2, "epochs": 1, "batch_size": 16, "seeds": [0],
+                 "sparsities": [0.5], "bits": [5], "depth": 3}),
     "full": Profile(
         name="full", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=50, greedy_per_class=25, greedy_steps={"conv1": 32, "conv2": 96},
         random_seeds=(0, 1, 2, 3, 4), device="cpu", input_size=(3, 64, 64), top_k_filters=20,
-        shard_images=500, held_out_orders=True),
+        shard_images=500, held_out_orders=True,
+        retrain={"layers": ["conv1", "conv2"], "per_class": None, "epochs": 1, "batch_size": 128,
+                 "seeds": [0, 1, 2], "sparsities": [0.5, 0.7, 0.8, 0.9], "bits": [5]}),
 }
 
 

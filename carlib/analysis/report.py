@@ -37,6 +37,8 @@ CLAIMS: dict[str, str] = {
     "03_car_conv2": "the same for conv2",
     "04_color_vs_shape": "17 (conv1) and 14 (conv2) of the top 20 CAR-pruned filters are color-selective",
     "05_class_importance": "a filter's most important classes match what it selects",
+    "06_compression": "at half the filters CAR beats the best benchmark by 26 (conv1) and 20 (conv2) points; "
+                      "with weight pruning and sharing the layer shrinks 42x at close to the original accuracy",
 }
 
 
@@ -122,7 +124,34 @@ def claims(study: Study) -> pd.DataFrame:
     most = t[t["kind"] == "most"]
     rows["05_class_importance"] = (f"conv1 filter {s['filter']} (the most color-selective): most important classes "
                                    + ", ".join(f"{n} (CAR_c {c:+.2f})" for n, c in zip(most["name"], most["car"])))
+    if study.profile.held_out_orders or study.profile.test_per_class:
+        rows["06_compression"] = _compression_claim(study)
     return pd.DataFrame([{"notebook": k, "paper": CLAIMS[k], "this run": v} for k, v in rows.items()])
+
+
+def _compression_claim(study: Study) -> str:
+    """Notebook 06 in one line: CAR against the strongest baseline at half of each layer on the
+    test images, and the Deep Compression factor within one point (when computed)."""
+    from .heldout import paired_tests
+    from .retraining import deep_compression, within_one_point
+    from .verdicts import best_baseline
+
+    parts = []
+    try:
+        for layer in ("conv1", "conv2"):
+            p = paired_tests(study, layer)
+            ref = "car-greedy" if "car-greedy" in set(p["reference"]) else "car-oneshot"
+            b = best_baseline(p, ref)
+            parts.append(f"{layer}, {int(b['depth'])} filters pruned: {ref} {_pct(b['accuracy_reference'])} against "
+                         f"{b['other']} {_pct(b['accuracy_other'])} on {int(b['n_images']):,} test images "
+                         f"(McNemar p = {b['p_value']:.2g})")
+        for layer in (study.profile.retrain or {}).get("layers", []):
+            w = within_one_point(deep_compression(study, layer))
+            parts.append(f"{layer}: {w['factor']:.1f}x within one point of the unpruned accuracy" if w["factor"]
+                         else f"{layer}: no compression setting within one point of the unpruned accuracy")
+    except CarlibError:
+        parts.append("notebook 06 not run for this profile yet")
+    return "; ".join(parts)
 
 
 def _git_commit() -> str:

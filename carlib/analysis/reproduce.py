@@ -1,6 +1,6 @@
 """``python -m carlib.analysis.reproduce``: run the notebooks headless with papermill (``make reproduce``).
 
-Runs ``notebooks/01_*.ipynb`` ... ``05_*.ipynb`` in order for a profile, stops at the first
+Runs ``notebooks/01_*.ipynb`` ... ``06_*.ipynb`` in order for a profile, stops at the first
 failure naming the notebook and the cell, and prints where the figures are and the total time.
 For the ``default`` profile the executed notebooks replace the committed ones (so a reader on
 the web sees every figure), with run-to-run noise (timings, kernel metadata) stripped and the

@@ -23,8 +23,8 @@ from scipy import stats as sps
 from ..compare import wilson_interval as core_wilson
 from ..errors import CarlibError
 
-__all__ = ["LEVEL", "wilson_interval", "spearman_test", "rank_biserial_test", "jaccard_chance",
-           "spearman_brown"]
+__all__ = ["LEVEL", "wilson_interval", "paired_difference_interval", "spearman_test",
+           "rank_biserial_test", "jaccard_chance", "spearman_brown"]
 
 #: coverage of every interval
 LEVEL = 0.95
@@ -49,6 +49,31 @@ def wilson_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, float]
     if n == 0:
         return float("nan"), float("nan")
     return core_wilson(k, n, level)
+
+
+def paired_difference_interval(b: int, c: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wald interval of the difference of two paired proportions, ``(b - c) / n``, where ``b``
+    images are right only under the first condition and ``c`` only under the second (the
+    discordant pairs of McNemar's test): ``se = sqrt(b + c - (b - c)**2 / n) / n``.
+
+    Args:
+        b, c: discordant counts.
+        n: images.
+        level: coverage.
+
+    Returns:
+        ``(low, high)``, fractions.
+
+    Example:
+        >>> [round(v, 3) for v in paired_difference_interval(30, 10, 200)]
+        [0.04, 0.16]
+    """
+    if n <= 0:
+        raise CarlibError(f"n must be positive, got {n}")
+    d = (b - c) / n
+    se = float(np.sqrt(max(b + c - (b - c) ** 2 / n, 0.0))) / n
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    return d - z * se, d + z * se
 
 
 def _rank_rows(a: np.ndarray) -> np.ndarray:

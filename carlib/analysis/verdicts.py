@@ -9,10 +9,16 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from .heldout import ORDER_CRITERIA
 from .selectivity import hypergeom_enrichment
+from .stats import paired_difference_interval
 
 __all__ = ["reliability_markdown", "threshold_free_markdown", "class_importance_markdown",
-           "label_counts"]
+           "label_counts", "PAPER_GAIN", "best_baseline", "criteria_markdown", "retraining_markdown",
+           "compression_markdown"]
+
+#: The companion paper's claim 3: CAR's accuracy over the best benchmark at half the filters.
+PAPER_GAIN = {"conv1": 0.26, "conv2": 0.20}
 
 
 def reliability_markdown(rel: Mapping, layer: str) -> str:
@@ -145,3 +151,141 @@ def label_counts(labels: Mapping[str, pd.DataFrame], pruned: Mapping[str, Sequen
                          "n_layer": len(df), "n_pruned": len(top), "expected": e["expected"],
                          "p_greater": e["p_greater"], "p_less": e["p_less"]})
     return pd.DataFrame(rows)
+
+
+def best_baseline(paired: pd.DataFrame, reference: str) -> pd.Series:
+    """The row of :func:`carlib.analysis.heldout.paired_tests` pairing ``reference`` with the
+    most accurate criterion of :data:`~carlib.analysis.heldout.ORDER_CRITERIA` (ties: name).
+
+    Example:
+        >>> t = pd.DataFrame({"reference": ["car-greedy"] * 2, "other": ["l1", "taylor"],
+        ...                   "accuracy_other": [0.1, 0.2]})
+        >>> best_baseline(t, "car-greedy")["other"]
+        'taylor'
+    """
+    rows = paired[(paired["reference"] == reference) & paired["other"].isin(ORDER_CRITERIA)]
+    return rows.sort_values(["accuracy_other", "other"], ascending=[False, True], kind="stable").iloc[0]
+
+
+def _verdict(diff: float, p: float, alpha: float) -> str:
+    if p < alpha:
+        return "**supported**" if diff > 0 else "**the opposite** (the baseline is better)"
+    return "**not distinguishable** from the baseline"
+
+
+def criteria_markdown(paired: pd.DataFrame, layer: str, filters: int, alpha: float = 0.05) -> str:
+    """One Markdown bullet per CAR order on claim 3 before retraining: at half the filters, CAR
+    against the strongest baseline on the same test images.
+
+    Args:
+        paired: :func:`carlib.analysis.heldout.paired_tests` of the layer.
+        layer: the layer's role.
+        filters: the layer's filter count.
+        alpha: significance level.
+
+    Returns:
+        The bullets: both accuracies, the difference with its paired 95 % interval against the
+        paper's, the exact McNemar p and the verdict.
+
+    Example:
+        >>> t = pd.DataFrame({"reference": ["car-greedy"], "other": ["l1"], "depth": [32],
+        ...                   "n_images": [600], "accuracy_reference": [0.34], "accuracy_other": [0.06],
+        ...                   "b": [180], "c": [13], "p_value": [1e-38]})
+        >>> criteria_markdown(t, "conv1", 64)[:40]
+        '- **conv1**, 32 of 64 filters pruned, CA'
+    """
+    lines = []
+    for ref in [r for r in ("car-greedy", "car-oneshot") if r in set(paired["reference"])]:
+        row = best_baseline(paired, ref)
+        n, d = int(row["n_images"]), float(row["accuracy_reference"] - row["accuracy_other"])
+        lo, hi = paired_difference_interval(int(row["b"]), int(row["c"]), n)
+        paper = PAPER_GAIN.get(layer)
+        vs = "" if paper is None else (f"; the paper's +{100 * paper:.0f} lies "
+                                       f"{'inside' if lo <= paper <= hi else 'outside'} it")
+        name = "CAR greedy" if ref == "car-greedy" else "CAR one-shot"
+        lines.append(
+            f"- **{layer}**, {int(row['depth'])} of {filters} filters pruned, {name}: "
+            f"{100 * row['accuracy_reference']:.1f} % against {100 * row['accuracy_other']:.1f} % for the "
+            f"strongest baseline ({row['other']}) on {n:,} test images: {100 * d:+.1f} points "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}]{vs}; McNemar b = {int(row['b'])}, c = {int(row['c'])}, "
+            f"p = {row['p_value']:.2g}: {_verdict(d, float(row['p_value']), alpha)}.")
+    return "\n".join(lines)
+
+
+def retraining_markdown(summary: pd.DataFrame, tests: pd.DataFrame, attrs: Mapping, reference: str,
+                        other: str, alpha: float = 0.05) -> str:
+    """One Markdown paragraph on claim 3 after retraining.
+
+    Args:
+        summary: :func:`carlib.analysis.retraining.retraining_summary`.
+        tests: :func:`carlib.analysis.retraining.retraining_tests` of ``reference`` and ``other``.
+        attrs: the ``attrs`` of :func:`carlib.analysis.retraining.retraining` (depth, epochs ...).
+        reference, other: the two criteria compared.
+        alpha: significance level.
+
+    Returns:
+        The paragraph: the retraining budget, both accuracies before and after (mean over
+        seeds and range), per-seed differences with McNemar p, and the verdict in both readings.
+
+    Example:
+        >>> s = pd.DataFrame({"criterion": ["car-greedy", "l1"], "before": [0.3, 0.1], "after": [0.4, 0.35],
+        ...                   "after_min": [0.39, 0.34], "after_max": [0.41, 0.36], "seeds": [3, 3]})
+        >>> t = pd.DataFrame({"reading": ["before", "after"], "seed": [0, 0], "difference": [0.2, 0.05],
+        ...                   "p_value": [1e-9, 0.01]})
+        >>> a = {"layer": "conv1", "depth": 32, "epochs": 1, "train_images": 1000, "batch_size": 64,
+        ...      "n_images": 600}
+        >>> retraining_markdown(s, t, a, "car-greedy", "l1")[:28]
+        '**conv1, 32 filters pruned, '
+    """
+    s = summary.set_index("criterion")
+    steps = attrs["epochs"] * (attrs["train_images"] // attrs["batch_size"])
+    parts = [f"**{attrs['layer']}, {attrs['depth']} filters pruned, retrained** for {attrs['epochs']} "
+             f"epoch(s) over {attrs['train_images']:,} Tiny ImageNet train images ({steps} steps of "
+             f"{attrs['batch_size']}), {int(s.loc[reference, 'seeds'])} seed(s), on {attrs['n_images']:,} test images:"]
+    for c in (reference, other):
+        parts.append(f"{c} {100 * s.loc[c, 'before']:.1f} % before, {100 * s.loc[c, 'after']:.1f} % after "
+                     f"(seeds {100 * s.loc[c, 'after_min']:.1f} to {100 * s.loc[c, 'after_max']:.1f});")
+    for reading in ("before", "after"):
+        t = tests[tests["reading"] == reading]
+        diffs = ", ".join(f"{100 * d:+.1f}" for d in t["difference"])
+        ok = (t["p_value"] < alpha) & (t["difference"] > 0)
+        bad = (t["p_value"] < alpha) & (t["difference"] < 0)
+        verdict = ("**supported** in every seed" if ok.all() else "**the opposite** in every seed" if bad.all()
+                   else "**not distinguishable** in any seed" if not (ok.any() or bad.any())
+                   else f"supported in {int(ok.sum())} of {len(t)} seeds, the opposite in {int(bad.sum())}")
+        parts.append(f"{reading} retraining the difference is {diffs} points by seed (largest McNemar "
+                     f"p = {t['p_value'].max():.2g}): {verdict}.")
+    return " ".join(parts)
+
+
+def compression_markdown(within: Mapping, table: pd.DataFrame, layer: str) -> str:
+    """One Markdown paragraph on the Deep Compression factor against the paper's 42x.
+
+    Args:
+        within: :func:`carlib.analysis.retraining.within_one_point`.
+        table: :func:`carlib.analysis.retraining.deep_compression`.
+        layer: the layer's role.
+
+    Returns:
+        The paragraph.
+
+    Example:
+        >>> t = pd.DataFrame({"stage": ["unpruned", "deep"], "factor": [1.0, 30.0], "accuracy": [0.47, 0.40],
+        ...                   "sparsity": [0.0, 0.9], "bits": [32, 5], "factor_huffman": [1.0, 45.0]})
+        >>> w = {"factor": None, "unpruned": 0.47, "n_images": 600}
+        >>> compression_markdown(w, t, "conv1")[:20]
+        '**conv1**: unpruned '
+    """
+    deep = table[table["stage"] == "deep"]
+    top = deep.sort_values("factor", ascending=False).iloc[0] if len(deep) else None
+    head = f"**{layer}**: unpruned {100 * within['unpruned']:.1f} % on {within['n_images']:,} test images."
+    if within["factor"] is not None:
+        body = (f" The largest storage factor within one point of it: **{within['factor']:.1f}x** "
+                f"({within['sparsity']:.0%} of the kept weights pruned, {within['bits']}-bit codes; "
+                f"{100 * within['accuracy']:.1f} %)")
+    else:
+        body = " No setting of the grid stays within one point of it"
+    if top is not None:
+        body += (f"; the largest factor of the grid, {top['factor']:.1f}x ({top['factor_huffman']:.1f}x with "
+                 f"Huffman coding), reaches {100 * top['accuracy']:.1f} %")
+    return head + body + ". The paper: 42x at close to the original accuracy."

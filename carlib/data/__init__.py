@@ -71,11 +71,9 @@ def load_dataset(
     if per_class is not None and (not isinstance(per_class, int) or per_class < 1):
         raise CarlibError(f"per_class must be a positive integer or None, got {per_class!r}")
     if name == "tiny-imagenet":
-        ds = load_tiny_imagenet(split, progress)
+        ds = load_tiny_imagenet(split, progress, per_class)
         if per_class is not None:
-            idx = subset_per_class(ds.labels, per_class, ds.num_classes)
-            ds = ImageDataset(ds.name, ds.split, ds.images[idx], ds.labels[idx], ds.classes,
-                              ds.class_names, per_class)
+            ds = ImageDataset(ds.name, ds.split, ds.images, ds.labels, ds.classes, ds.class_names, per_class)
         return ds
     fds = load_imagenet(split) if name == "imagenet" else load_imagenet_sample(split)
     if per_class is not None:

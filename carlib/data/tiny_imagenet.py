@@ -17,7 +17,7 @@ from ..errors import CarlibError, DataNotFoundError
 from ..files import atomic_path, file_lock, sha256_file
 from ..paths import cache_dir, data_dir, data_search_dirs
 from .archive import ZIP_ERRORS, check_members, download, safe_extract, unreadable_zip
-from .containers import ImageDataset
+from .containers import ImageDataset, subset_per_class
 
 __all__ = ["TINY_IMAGENET_URL", "TINY_IMAGENET_MD5", "TINY_IMAGENET_SHA256",
            "find_tiny_imagenet", "tiny_imagenet_listing", "load_tiny_imagenet"]
@@ -212,10 +212,12 @@ def _source(progress: bool) -> Path:
     return found if (found := _extracted_copy()) is not None else _archive(progress)
 
 
-def _decode_split(source: Path, split: str, progress: bool) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """``(images, labels, wnids, class names)`` of a split, from a folder or a checked archive."""
+def _decode_split(source: Path, split: str, progress: bool, per_class: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """``(images, labels, wnids, class names)`` of a split (only the first ``per_class`` images
+    of each class when given), from a folder or a checked archive."""
     if source.is_dir():
-        return _decode(source, split, progress,
+        return _decode(source, split, progress, per_class,
                        lambda rel: (source / rel).read_text() if (source / rel).is_file() else None,
                        _folder_train_files(source), lambda name: source / name)
     _check_archive(source)
@@ -234,14 +236,14 @@ def _decode_split(source: Path, split: str, progress: bool) -> tuple[np.ndarray,
                 parts = m.split("/")
                 if len(parts) == 5 and parts[1] == "train" and parts[3] == "images" and m.endswith(".JPEG"):
                     train.setdefault(parts[2], []).append(m[len(top):])
-            return _decode(source, split, progress,
+            return _decode(source, split, progress, per_class,
                            lambda rel: zf.read(top + rel).decode() if top + rel in members else None,
                            lambda w: train.get(w, []), lambda name: zf.read(top + name))
     except ZIP_ERRORS as exc:
         raise unreadable_zip(source, exc) from None
 
 
-def _decode(source: Path, split: str, progress: bool, text: Callable[[str], str | None],
+def _decode(source: Path, split: str, progress: bool, per_class: int | None, text: Callable[[str], str | None],
             train_files: Callable[[str], list[str]], read: Callable[[str], bytes | Path]
             ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """:func:`_decode_split` given how to read a text file, list a class's train images and
@@ -251,6 +253,9 @@ def _decode(source: Path, split: str, progress: bool, text: Callable[[str], str 
     files, labels = _listing(split, wnids, train_files, lambda: text("val/val_annotations.txt") or "")
     if not files:
         raise _no_images(split, source)
+    if per_class is not None:
+        keep = subset_per_class(labels, per_class, len(wnids))
+        files, labels = [files[i] for i in keep], labels[keep]
     return (_decode_all(files, read, progress, f"decoding tiny-imagenet {split}"), labels, wnids,
             [names.get(w, w) for w in wnids])
 
@@ -260,14 +265,21 @@ def _no_images(split: str, source: Path) -> DataNotFoundError:
                              "use the full tiny-imagenet-200 archive or its extracted folder")
 
 
-def load_tiny_imagenet(split: str, progress: bool = True) -> ImageDataset:
-    """All images of a Tiny ImageNet split, decoded once and cached under ``data/cache``.
+def load_tiny_imagenet(split: str, progress: bool = True, per_class: int | None = None) -> ImageDataset:
+    """The images of a Tiny ImageNet split, decoded once and cached under ``data/cache``.
 
     The images are read from an extracted ``tiny-imagenet-200`` folder when there is one
     (``$CARLIB_DATA_DIR``, then ``data/``), else straight from ``tiny-imagenet-200.zip``
     (checked against its checksum, never extracted; downloaded into ``data/`` when missing
     and allowed). The cache is named by the source (folder and its ``wnids.txt``, or
     archive path, size and time), so a replaced source is decoded again.
+
+    Args:
+        split: ``"train"`` or ``"val"``.
+        progress: show a progress bar while decoding.
+        per_class: only the first ``per_class`` images of each class (``None``: all). Read from
+            the split's cache when there is one, else only those images are decoded (and cached
+            on their own): a few train images per class need no pass over all 100,000.
 
     Example:
         >>> len(load_tiny_imagenet("val"))  # doctest: +SKIP
@@ -279,7 +291,19 @@ def load_tiny_imagenet(split: str, progress: bool = True) -> ImageDataset:
     else:
         st = source.stat()
         tag = f"{source.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    cache = cache_dir() / f"tiny-imagenet-{split}-{hashlib.sha256(tag.encode()).hexdigest()[:8]}.npz"
+    stem = f"tiny-imagenet-{split}-{hashlib.sha256(tag.encode()).hexdigest()[:8]}"
+    whole = cache_dir() / f"{stem}.npz"
+    if per_class is not None and not whole.is_file():
+        return _cached(cache_dir() / f"{stem}-first{per_class}.npz", source, split, progress, per_class)
+    ds = _cached(whole, source, split, progress, None)
+    if per_class is None:
+        return ds
+    idx = subset_per_class(ds.labels, per_class, ds.num_classes)
+    return ImageDataset(ds.name, ds.split, ds.images[idx], ds.labels[idx], ds.classes, ds.class_names)
+
+
+def _cached(cache: Path, source: Path, split: str, progress: bool, per_class: int | None) -> ImageDataset:
+    """The dataset in ``cache``, decoded from ``source`` and written there first when missing."""
     with file_lock(cache):  # one process decodes, the others then read its cache
         if cache.is_file():
             try:
@@ -289,7 +313,7 @@ def load_tiny_imagenet(split: str, progress: bool = True) -> ImageDataset:
                                         [str(c) for c in z["class_names"]])
             except (OSError, ValueError, KeyError):
                 cache.unlink()  # a damaged or older cache is rebuilt
-        images, labels, wnids, class_names = _decode_split(source, split, progress)
+        images, labels, wnids, class_names = _decode_split(source, split, progress, per_class)
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp:
             np.savez(tmp, images=images, labels=labels, classes=np.array(wnids),
