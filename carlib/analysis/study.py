@@ -8,7 +8,6 @@ the next run reads the table back unless its inputs changed or ``force=True``
 from __future__ import annotations
 
 import os
-
 from typing import Callable
 
 import numpy as np
@@ -271,26 +270,17 @@ class Study:
         return self.data.subset(idx) if len(idx) else None
 
     def test_data(self) -> DataLike | None:
-        """The images notebook 06 compares the pruning orders on, disjoint from every image an
-        order is chosen on: the test half with ``held_out_orders`` (:meth:`heldout_data`), else
-        the ``test_per_class`` images of each class that follow the CAR images in the split
-        (``None`` when the profile has neither).
-
-        Example:
-            >>> len(Study("smoke").test_data())  # doctest: +SKIP
-            40
-        """
+        """The images notebook 06 compares the pruning orders on, never used to choose one: the
+        test half with ``held_out_orders`` (:meth:`heldout_data`), else the ``test_per_class``
+        images of each class after the CAR images in the split (``None``: neither)."""
         P = self.profile
-        if P.held_out_orders:
-            return self.heldout_data()
-        if not P.test_per_class:
-            return None
+        if P.held_out_orders or not P.test_per_class:
+            return self.heldout_data() if P.held_out_orders else None
         wider = load_dataset(P.dataset, P.split, per_class=P.per_class + P.test_per_class,
                              progress=self.progress)
         labels = np.asarray(wider.labels)
         first = subset_per_class(labels, P.per_class, wider.num_classes)
-        keep = np.setdiff1d(np.flatnonzero(P.keeps_class(labels)), first)
-        return wider.subset(keep)
+        return wider.subset(np.setdiff1d(np.flatnonzero(P.keeps_class(labels)), first))
 
     def heldout_accuracy(self, layer: str) -> pd.DataFrame:
         """Accuracy of every pruning order on :meth:`heldout_data`.
