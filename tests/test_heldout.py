@@ -95,3 +95,11 @@ def test_profiles_without_halves_refuse_them_and_keep_their_cache_keys():
     assert get_profile("full").cache_key()["held_out_orders"] is True
     with pytest.raises(CarlibError, match="held_out_orders"):
         heldout._check(type("S", (), {"profile": get_profile("smoke").with_(test_per_class=0)})())
+
+
+def test_precompute_command_line_refuses_a_bad_device_in_one_line(capsys):
+    from carlib.analysis.precompute import main
+
+    assert main(["--profile", "smoke", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown device 'tpu'" in err

@@ -50,7 +50,7 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
 
 
 def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, progress: bool = True,
-               log: Callable[[str], None] = print) -> None:
+               log: Callable[[str], None] = print, device: str | None = None) -> None:
     """Run every step of :func:`plan` (cached ones are read back at once).
 
     Args:
@@ -58,11 +58,13 @@ def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, pr
         layers: the roles to compute.
         progress: progress bars.
         log: where the one-line step reports go.
+        device: overrides the profile's device for CAR and the greedy loop (e.g. ``cuda``;
+            fine-tuning runs on the CPU); the tables keep their cache keys.
 
     Example:
         >>> precompute("smoke", ("conv1",), progress=False)  # doctest: +SKIP
     """
-    study = Study(profile, progress=progress)
+    study = Study(profile, progress=progress, device=device)
     t0 = time.time()
     for what, call in plan(study, layers):
         t = time.time()
@@ -75,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="full")
     p.add_argument("--layers", default="conv1,conv2", help="comma-separated roles (default conv1,conv2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None, help="override the profile's device (cpu, cuda, auto)")
     args = p.parse_args(argv)
     try:
-        precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet)
+        precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet, device=args.device)
     except CarlibError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
