@@ -140,7 +140,7 @@ def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, 
         ckpt_path: the per-epoch checkpoint.
         log_path: the per-epoch log (``.csv``).
         key: what must match for a checkpoint to be resumed (default ``asdict(cfg)``).
-        progress: show a tqdm bar per epoch.
+        progress: show a tqdm bar and a JSON line (the log row) per epoch.
 
     Returns:
         ``(log_rows, train_seconds)``: one dict per epoch, and the seconds spent in all epochs.
@@ -199,7 +199,8 @@ def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, 
         elapsed += time.time() - t0
         row.update(lr_end=float(sched.get_last_lr()[0]), seconds=round(time.time() - t0, 1))
         log_rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+        if progress:  # one JSON line per epoch, silenced with the bars
+            print(json.dumps(row), file=sys.stderr, flush=True)
         _save_atomic({"config": key, "model": model.state_dict(), "opt": opt.state_dict(),
                       "sched": sched.state_dict(), "epoch": epoch + 1, "log": log_rows,
                       "elapsed": elapsed, "rng": torch.get_rng_state()}, ckpt_path)
