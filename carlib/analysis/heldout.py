@@ -29,7 +29,7 @@ from .reliability import class_halves, split_half, stratified_split
 from .study import Study
 
 __all__ = ["ORDER_CRITERIA", "REPLICATES", "selection_orders", "test_curves", "paired_tests",
-           "car_split_half", "replicate_greedy", "comparison_images"]
+           "car_split_half", "replicate_greedy", "comparison_images", "order_lists"]
 
 #: the literature's criteria traced beside CAR (names of :data:`carlib.importance.CRITERIA`)
 ORDER_CRITERIA = ("l1", "l2", "mean_activation", "apoz", "taylor")
@@ -87,7 +87,12 @@ def selection_orders(study: Study, layer: str) -> pd.DataFrame:
                        depth=study.profile.greedy_steps[layer], criteria=list(ORDER_CRITERIA))
 
 
-def _orders(study: Study, layer: str) -> dict[str, list[int]]:
+def order_lists(study: Study, layer: str) -> dict[str, list[int]]:
+    """:func:`selection_orders` as ``criterion -> filters in pruning order``.
+
+    Example:
+        >>> order_lists(Study("default"), "conv1")["car-greedy"][:3]  # doctest: +SKIP
+    """
     table = selection_orders(study, layer)
     return {k: [int(f) for f in g.sort_values("rank")["filter"]]
             for k, g in table.groupby("criterion", sort=False)}
@@ -114,7 +119,7 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
         held = study.test_data()
         eng = None
         parts = []
-        for name, order in _orders(study, layer).items():
+        for name, order in order_lists(study, layer).items():
             def one(name=name, order=order) -> pd.DataFrame:
                 nonlocal eng
                 eng = eng or Engine(study.model, study.plan(layer), held, device=study.device)
@@ -146,7 +151,7 @@ def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-g
     depth = study.profile.curve_depth_for(layer, study.layer(layer).filters)
 
     def compute() -> pd.DataFrame:
-        orders = {k: o for k, o in _orders(study, layer).items() if len(o) >= depth}
+        orders = {k: o for k, o in order_lists(study, layer).items() if len(o) >= depth}
         ok = paired_correct(study.model, study.plan(layer), study.test_data(), orders, depth,
                             device=study.device)
         rows = []

@@ -30,7 +30,7 @@ from ..errors import CarlibError
 from ..finetune import FINETUNE_LR, finetune, finetune_config
 from ..importance import random_order
 from ..pruning import prune_filters
-from .heldout import ORDER_CRITERIA, paired_tests, selection_orders, comparison_images
+from .heldout import ORDER_CRITERIA, comparison_images, order_lists, paired_tests
 from .stats import wilson_interval
 from .study import Study
 
@@ -81,12 +81,6 @@ def correct_on(model: nn.Module, data: ImageDataset, batch_size: int = 500) -> n
     return np.concatenate(out)
 
 
-def _orders(study: Study, layer: str) -> dict[str, list[int]]:
-    table = selection_orders(study, layer)
-    return {k: [int(f) for f in g.sort_values("rank")["filter"]]
-            for k, g in table.groupby("criterion", sort=False)}
-
-
 def before_retraining(study: Study, layer: str) -> pd.DataFrame:
     """Every order of :func:`~carlib.analysis.heldout.selection_orders` that reaches
     :func:`retrain_depth`, pruned to it, on the test images (one pass each, no retraining).
@@ -108,7 +102,7 @@ def before_retraining(study: Study, layer: str) -> pd.DataFrame:
                 acc = {**dict(zip(p["other"], p["accuracy_other"])),
                        **dict(zip(p["reference"], p["accuracy_reference"]))}
                 return {k: int(round(a * n)) for k, a in acc.items()}, n
-        orders = {k: o for k, o in _orders(study, layer).items() if len(o) >= depth}
+        orders = {k: o for k, o in order_lists(study, layer).items() if len(o) >= depth}
         ok = paired_correct(study.model, study.plan(layer), study.test_data(), orders, depth,
                             device=study.device)
         return {name: int(ok[name].sum()) for name in orders}, len(ok)
@@ -175,7 +169,7 @@ def retraining(study: Study, layer: str) -> pd.DataFrame:
     """
     R = _settings(study)
     depth = retrain_depth(study, layer)
-    orders = _orders(study, layer)
+    orders = order_lists(study, layer)
     train, test = train_images(study), study.test_data()
     parts = []
     for criterion in retrain_criteria(study, layer):
@@ -253,7 +247,7 @@ def deep_compression(study: Study, layer: str) -> pd.DataFrame:
     """
     R = _settings(study)
     depth = retrain_depth(study, layer)
-    orders = _orders(study, layer)
+    orders = order_lists(study, layer)
     criterion = "car-greedy" if len(orders.get("car-greedy", [])) >= depth else "car-oneshot"
     order = orders[criterion][:depth]
     path = study.layer(layer).path
