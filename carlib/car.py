@@ -18,7 +18,7 @@ from .engine import Engine
 from .graph import LayerPlan
 from .layers import check_filters
 
-__all__ = ["car_index", "car_table"]
+__all__ = ["car_index", "car_table", "overall_from_per_class"]
 
 
 def car_table(base: torch.Tensor, cand: torch.Tensor, counts: torch.Tensor, filters: list[int],
@@ -59,6 +59,30 @@ def car_table(base: torch.Tensor, cand: torch.Tensor, counts: torch.Tensor, filt
     df.attrs["base_accuracy"] = base_acc
     df.attrs["n_images"] = n_total
     return df
+
+
+def overall_from_per_class(long: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate a per-class CAR table to the overall one.
+
+    Args:
+        long: ``filter, class, n, accuracy, car`` (:func:`car_index` with ``per_class=True``).
+
+    Returns:
+        ``filter, accuracy, car`` over all the images, as :func:`car_index` gives it.
+
+    Example:
+        >>> long = pd.DataFrame({"filter": [0, 0], "class": [0, 1], "n": [2, 2],
+        ...                      "accuracy": [0.5, 1.0], "car": [0.5, 0.0]})
+        >>> overall_from_per_class(long).round(2).to_dict("list")
+        {'filter': [0], 'accuracy': [0.75], 'car': [0.25]}
+    """
+    correct = (long["accuracy"] * long["n"]).round()
+    g = pd.DataFrame({"filter": long["filter"], "correct": correct, "n": long["n"],
+                      "base": (long["accuracy"] + long["car"]) * long["n"]}).groupby("filter").sum()
+    acc = g["correct"] / g["n"]
+    base = g["base"].round() / g["n"]
+    return pd.DataFrame({"filter": g.index.to_numpy(), "accuracy": acc.to_numpy(),
+                         "car": (base - acc).to_numpy()})
 
 
 def car_index(

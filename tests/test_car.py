@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from carlib import car_index, car_index_naive
+from carlib.car import overall_from_per_class
 from carlib.errors import CarlibError
 
 from conftest import requires_tiny
@@ -60,6 +61,10 @@ def test_per_class_agrees_with_overall(bn_net):
     np.testing.assert_allclose(correct.to_numpy(), overall["accuracy"].to_numpy(), atol=1e-12)
     naive = car_index_naive(model, "conv2", (x, y), per_class=True)
     np.testing.assert_array_equal(long.to_numpy(), naive.to_numpy())
+    # the per-class table aggregates back to the overall one
+    agg = overall_from_per_class(long)
+    assert list(agg.columns) == ["filter", "accuracy", "car"]
+    np.testing.assert_allclose(agg.to_numpy(), overall.to_numpy(), atol=1e-12)
 
 
 def test_filter_subset_and_errors(bn_net):

@@ -498,3 +498,23 @@ def test_processes_extracting_at_once_take_turns(homes, tmp_path, monkeypatch):
         t.join()
     assert not errors and found == [home / "data" / "tiny-imagenet-200"] * 2
     assert sorted(p.name for p in (home / "data").iterdir()) == ["tiny-imagenet-200"]
+
+
+def test_a_memoized_folder_dataset_decodes_each_image_once(tmp_path, monkeypatch):
+    from conftest import folder_copy, prototype_images
+
+    ds = prototype_images(n=6, classes=3)
+    folder = folder_copy(ds, tmp_path)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda p, *a, **k: opened.append(p) or real_open(p, *a, **k))
+    plain = [folder[i][0] for i in range(6)]
+    memo = folder.memoized(limit=4)
+    opened.clear()
+    for _ in range(3):  # three passes: the first 4 images decoded once, the others every time
+        batches = list(as_batches(memo, 4))
+    assert len(opened) == 4 + 2 * 3
+    torch.testing.assert_close(torch.cat([b[0] for b in batches]), torch.stack(plain), rtol=0, atol=0)
+    np.testing.assert_array_equal(memo.pixels([5, 0]), folder.pixels([5, 0]))
+    assert memo.fingerprint() == folder.fingerprint() and folder.memo is None  # the original keeps none
+    assert memo.subset([0, 1]).memo is None  # other indices: a new dataset, nothing kept

@@ -83,7 +83,7 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     lines: list[str] = []
     precompute("mini", ("conv1",), progress=False, log=lines.append)
     steps = [line.split("] ", 1)[1].rsplit(":", 1)[0] for line in lines]
-    assert steps == ["CAR conv1 (selection)", "CAR conv1 (test)", "greedy conv1", "orders conv1",
+    assert steps == ["CAR conv1 (selection)", "CAR conv1 (test)", "labels conv1", "greedy conv1", "orders conv1",
                      "test curves conv1", "paired tests conv1", "replicates conv1"]
     assert (tmp_path / "mini" / "test_curves_conv1.csv").is_file()
 

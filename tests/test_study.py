@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 import carlib.analysis.study as E
+from carlib.analysis.labels import filter_labels
 from conftest import requires_imagenet_sample, requires_tiny
 
 
@@ -89,6 +90,13 @@ def test_color_index_reads_weights_only_for_large_first_layer_kernels(tmp_path, 
     assert (c1.attrs["source"], c2.attrs["source"]) == ("weights", "responses")
     pd.testing.assert_frame_equal(c1, study.color_weights("conv1"))
     pd.testing.assert_frame_equal(c2, study.color_responses("conv2")[["filter", "color_index"]])
+    # three-class labels: cached, and the same as computing them directly on the layer's path
+    lab = study.labels("conv2")
+    assert study.seconds("labels_conv2") is not None and lab.attrs["source"] == "responses"
+    direct = filter_labels(study.model, study.profile.layer_path("conv2"), study.data)
+    pd.testing.assert_frame_equal(lab, direct, check_exact=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(E.Study("smoke", progress=False, class_step=4).labels("conv2"), lab)
+    assert study.labels("conv1").attrs["source"] == "weights"
 
 
 @requires_tiny

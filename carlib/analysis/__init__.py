@@ -6,7 +6,8 @@ The core (:func:`carlib.car_index`, :func:`carlib.greedy_prune`, :func:`carlib.p
 :func:`carlib.count`, the loaders) never imports this package.
 """
 
+from ..car import overall_from_per_class
 from .profiles import PROFILES, Profile, get_profile
-from .study import Study, overall_from_per_class
+from .study import Study
 
 __all__ = ["Study", "overall_from_per_class", "Profile", "PROFILES", "get_profile"]

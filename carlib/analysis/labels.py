@@ -36,7 +36,7 @@ import torch
 from scipy import stats as sps
 from torch import nn
 
-from ..data import DataLike
+from ..data import DataLike, FolderDataset
 from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
 from ..layers import resolve_layer
@@ -265,6 +265,8 @@ def labels_from_responses(model: nn.Module, layer: str | LayerPlan, data: DataLi
     """
     conv = layer.layer if isinstance(layer, LayerPlan) else resolve_layer(model, layer)
     path = conv.path
+    if isinstance(data, FolderDataset) and data.memo is None:
+        data = data.memoized()  # every copy sees the same photos: decode them once
     if color is None:
         color = color_index_responses(model, path, data, top_n=top_n)
     ci = color.sort_values("filter")["color_index"].to_numpy(float)

@@ -1,10 +1,11 @@
 """Compute a profile's long tables ahead of the notebooks, in a fixed order, resumably.
 
 ``python -m carlib.analysis.precompute --profile full`` computes, for ``conv1`` then ``conv2``:
-the per-class CAR (on each half with ``held_out_orders``), then per layer the greedy loop and,
-with ``held_out_orders``, the selection-half orders, the test-half curves, the paired tests and
-the greedy loop on disjoint parts of the selection half (replicates), then, for the layers the
-profile retrains (``retrain``), the retraining runs and Deep Compression of notebook 06.
+the per-class CAR (on each half with ``held_out_orders``) and the three-class labels, then per
+layer the greedy loop and, with ``held_out_orders``, the selection-half orders, the test-half
+curves, the paired tests and the greedy loop on disjoint parts of the selection half
+(replicates), then, for the layers the profile retrains (``retrain``), the retraining runs and
+Deep Compression of notebook 06.
 Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
 curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
 """
@@ -37,6 +38,7 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
         halves = ("selection", "test") if split else ("all",)
         for images in halves:
             yield f"CAR {layer} ({images})", lambda layer=layer, images=images: study.car_per_class(layer, images)
+        yield f"labels {layer}", lambda layer=layer: study.labels(layer)
     for layer in layers:
         yield f"greedy {layer}", lambda layer=layer: study.greedy(layer)
         if split:

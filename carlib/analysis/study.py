@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ..baselines import car_order, l1_order, order_curve, random_order
-from ..car import car_index, car_table
+from ..car import car_index, car_table, overall_from_per_class
 from ..data import DataLike, data_fingerprint, load_dataset, subset_per_class
 from ..engine import Engine, resolve_device
 from ..errors import CarlibError
@@ -25,21 +25,11 @@ from ..layers import ConvLayer, resolve_layer
 from ..models import load_model, model_fingerprint
 from ..paths import results_dir
 from .cache import ResultCache
+from .labels import filter_labels
 from .profiles import Profile, get_profile
 from .selectivity import color_index_responses, color_index_weights, weights_index_applies
 
-__all__ = ["Study", "overall_from_per_class"]
-
-
-def overall_from_per_class(long: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate a per-class CAR table to the overall ``filter, accuracy, car`` table."""
-    correct = (long["accuracy"] * long["n"]).round()
-    g = pd.DataFrame({"filter": long["filter"], "correct": correct, "n": long["n"],
-                      "base": (long["accuracy"] + long["car"]) * long["n"]}).groupby("filter").sum()
-    acc = g["correct"] / g["n"]
-    base = g["base"].round() / g["n"]
-    return pd.DataFrame({"filter": g.index.to_numpy(), "accuracy": acc.to_numpy(),
-                         "car": (base - acc).to_numpy()})
+__all__ = ["Study"]
 
 
 class Study:
@@ -348,6 +338,12 @@ class Study:
         """The response-based color index of every filter of ``layer``."""
         return self.table(f"color_responses_{layer}", lambda: color_index_responses(
             self.model, self.plan(layer), self.data, top_n=top_n), layer=layer, top_n=top_n)
+
+    def labels(self, layer: str) -> pd.DataFrame:
+        """The three-class labels of ``layer`` (:func:`~carlib.analysis.labels.filter_labels`), cached."""
+        path, weights = self.profile.layer_path(layer), weights_index_applies(self.layer(layer).module)
+        return self.table(f"labels_{layer}", lambda: filter_labels(self.model, path, self.data, **(
+            {} if weights else {"color": self.color_responses(layer)})), layer=path)
 
     # ---------------------------------------------------------------- summaries
     def accuracy_per_class(self) -> pd.DataFrame:
