@@ -157,7 +157,7 @@ def curve_points(depth: int, points: int | None) -> list[int] | None:
 def order_curves(model: nn.Module, layer: str | LayerPlan, data: DataLike,
                  orders: Mapping[str, Sequence[int]], depth: int, *, confidence: float = 0.95,
                  points: Sequence[int] | None = None, engine: Engine | None = None,
-                 **options) -> pd.DataFrame:
+                 memo: dict | None = None, **options) -> pd.DataFrame:
     """Accuracy after pruning the first 0..``depth`` filters of each order, with intervals.
 
     Args:
@@ -168,6 +168,9 @@ def order_curves(model: nn.Module, layer: str | LayerPlan, data: DataLike,
         points: evaluate only at these depths (e.g. :func:`curve_points`; 0 and an order's
             last depth are always included), one pass each instead of every prefix
             (``None``: every depth).
+        memo: with ``points``, a dict of the correct counts already known on ``engine``'s images,
+            by the set of filters pruned; filled as counts come (pass the same dict to calls on
+            the same engine so that, e.g., the unpruned point is evaluated once).
 
     Returns:
         A tidy table: ``criterion, n_pruned, filter`` (pruned at that point, -1 at 0),
@@ -183,7 +186,7 @@ def order_curves(model: nn.Module, layer: str | LayerPlan, data: DataLike,
     """
     eng = _engine(model, layer, data, engine, options)
     rows = []
-    done: dict[tuple[int, ...], int] = {}
+    done: dict[tuple[int, ...], int] = {} if memo is None else memo
 
     def at(prefix: list[int]) -> int:
         key = tuple(sorted(prefix))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
@@ -104,6 +105,18 @@ def test_curves_at_points_agree_with_every_depth():
     merged = some.merge(every, on=["criterion", "n_pruned"], suffixes=("", "_every"))
     assert len(merged) == len(some) and (merged["correct"] == merged["correct_every"]).all()
     assert (merged["filter"] == merged["filter_every"]).all()
+    # a memo shared across calls on one engine: each set of pruned filters evaluated once
+    from carlib.engine import Engine
+
+    eng = Engine(net, "conv1", (x, y))
+    calls = []
+    real = eng.evaluate
+    eng.evaluate = lambda *a, **k: calls.append(sorted(a[0])) or real(*a, **k)
+    memo: dict = {}
+    one_by_one = pd.concat([order_curves(net, "conv1", (x, y), {k: v}, 4, points=[2], engine=eng, memo=memo)
+                            for k, v in orders.items()], ignore_index=True)
+    pd.testing.assert_frame_equal(one_by_one, order_curves(net, "conv1", (x, y), orders, 4, points=[2]))
+    assert calls == [[], [0, 5], [0, 1, 3, 5], [1, 2]]  # "b" reuses the unpruned count of "a"
     assert curve_points(96, 4) == [0, 24, 48, 72, 96] and curve_points(3, 2) == [0, 2, 3]
     assert curve_points(8, None) is None
     with pytest.raises(CarlibError, match="points must be a positive integer"):

@@ -118,13 +118,13 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
     def compute() -> pd.DataFrame:
         held = study.test_data()
         eng = None
-        parts = []
+        parts, memo = [], {}  # one engine and one memo of the counts: the unpruned point once
         for name, order in order_lists(study, layer).items():
             def one(name=name, order=order) -> pd.DataFrame:
                 nonlocal eng
                 eng = eng or Engine(study.model, study.plan(layer), held, device=study.device)
                 return order_curves(study.model, study.plan(layer), held, {name: order}, depth,
-                                    points=points, engine=eng)
+                                    points=points, engine=eng, memo=memo)
             parts.append(study.table(f"parts/test_curve_{layer}_{name}", one, layer=layer,
                                      order=order[:depth], points=points, test=test))
         return pd.concat(parts, ignore_index=True)

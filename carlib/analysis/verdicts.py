@@ -14,7 +14,7 @@ from .selectivity import hypergeom_enrichment
 from .stats import paired_difference_interval
 
 __all__ = ["reliability_markdown", "threshold_free_markdown", "class_importance_markdown",
-           "label_counts", "PAPER_GAIN", "best_baseline", "criteria_markdown", "retraining_markdown",
+           "label_counts", "by_eye_markdown", "PAPER_GAIN", "best_baseline", "criteria_markdown", "retraining_markdown",
            "compression_markdown"]
 
 #: The companion paper's claim 3: CAR's accuracy over the best benchmark at half the filters.
@@ -151,6 +151,38 @@ def label_counts(labels: Mapping[str, pd.DataFrame], pruned: Mapping[str, Sequen
                          "n_layer": len(df), "n_pruned": len(top), "expected": e["expected"],
                          "p_greater": e["p_greater"], "p_less": e["p_less"]})
     return pd.DataFrame(rows)
+
+
+def by_eye_markdown(kappa: Mapping, eye: pd.DataFrame, index: pd.DataFrame, layer: str,
+                    alpha: float = 0.05) -> str:
+    """The by-eye labels against the quantitative ones, and claim 1 counted with them.
+
+    Args:
+        kappa: :func:`carlib.analysis.blind.cohen_kappa` of the two labelings.
+        eye: :func:`label_counts` of the by-eye labels (``layer`` rows).
+        index: :func:`label_counts` of the quantitative labels (``layer`` rows).
+        layer: the layer role.
+        alpha: significance level.
+
+    Returns:
+        Two Markdown bullets.
+
+    Example:
+        >>> k = {"kappa": 0.4, "low": 0.2, "high": 0.6, "agreement": 0.6, "n": 64}
+        >>> row = {"layer": "conv1", "label": "color", "in_layer": 30, "in_pruned": 11, "n_layer": 64,
+        ...        "n_pruned": 20, "expected": 9.4, "p_greater": 0.3}
+        >>> by_eye_markdown(k, pd.DataFrame([row]), pd.DataFrame([row]), "conv1")[:28]
+        '- **conv1**, labeled by eye '
+    """
+    e = eye[(eye["layer"] == layer) & (eye["label"] == "color")].iloc[0]
+    i = index[(index["layer"] == layer) & (index["label"] == "color")].iloc[0]
+    verdict = "**reproduced**" if e["p_greater"] < alpha else "**not reproduced**"
+    return (f"- **{layer}**, labeled by eye on a blinded sheet: {e['in_layer']} of {e['n_layer']} filters "
+            f"color (the index: {i['in_layer']}); agreement with the index {kappa['agreement']:.0%}, "
+            f"Cohen's kappa {kappa['kappa']:.2f} [{kappa['low']:.2f}, {kappa['high']:.2f}] (n = {kappa['n']}).\n"
+            f"- Claim 1 with the by-eye labels: {e['in_pruned']}/{e['n_pruned']} of the top pruned filters "
+            f"color against {e['expected']:.1f} expected from the layer (hypergeometric p = "
+            f"{e['p_greater']:.2g}): {verdict} (the paper: 17/20).")
 
 
 def best_baseline(paired: pd.DataFrame, reference: str) -> pd.Series:
