@@ -44,3 +44,37 @@ def test_patches_of_images_decoded_from_files(bn_net, tmp_path):
         np.testing.assert_allclose([p.value for p in files[f]], [p.value for p in mem[f]], rtol=1e-5)
     with pytest.raises(CarlibError, match="pair of tensors"):
         top_patches(model, "conv1", (x, y), [0])
+
+
+def _seen_rows(model, layer_index: int, n: int, unit: int) -> tuple[int, int]:
+    """The input rows one output unit of the conv at ``layer_index`` depends on (by autograd)."""
+    import torch
+
+    x = torch.ones(1, 3, n, n, requires_grad=True)
+    out = model[: layer_index + 1](x)
+    out[0, 0, unit, unit].backward()
+    rows = torch.nonzero(x.grad[0].abs().sum(dim=(0, 2))).flatten()
+    return int(rows.min()), int(rows.max())
+
+
+def test_receptive_fields_match_autograd_with_same_and_tensorflow_padding():
+    import pytest
+    import torch
+    from torch import nn
+
+    from carlib.convs import SamePadConv2d
+    from carlib.errors import CarlibError
+
+    for first, second in [(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Conv2d(4, 4, 3, padding=1)),
+                          (SamePadConv2d(3, 4, 3, stride=2), SamePadConv2d(4, 4, 3, stride=1)),
+                          (nn.Conv2d(3, 4, 5, padding="same"), nn.Conv2d(4, 4, 4, padding="same"))]:
+        model = nn.Sequential(first, nn.AvgPool2d(2), second)  # autograd sees all of an average
+        for conv in (first, second):
+            torch.nn.init.constant_(conv.weight, 1.0)
+        n = 32
+        size, jump, pad = receptive_field(model, "conv2", n)
+        for unit in (0, 3):  # at the border (clipped by the image) and inside
+            lo, hi = unit * jump - pad, unit * jump - pad + size - 1
+            assert _seen_rows(model, 2, n, unit) == (max(lo, 0), min(hi, n - 1)), (first, unit)
+    with pytest.raises(CarlibError, match="pass input_size="):
+        receptive_field(nn.Sequential(SamePadConv2d(3, 4, 3, stride=2), nn.Conv2d(4, 4, 3)), "conv2")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..convs import SamePadConv2d, same_padding
 from ..data import DataLike, as_batches
 from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
@@ -21,12 +22,16 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def receptive_field(model: nn.Module, layer: str | LayerPlan) -> tuple[int, int, int]:
+def receptive_field(model: nn.Module, layer: str | LayerPlan,
+                    input_size: int | None = None) -> tuple[int, int, int]:
     """Receptive field of one unit of ``layer`` in input pixels (sequential chains).
 
     Args:
         model: the network.
         layer: alias or module path of a convolution.
+        input_size: the input's height (= width); needed when a
+            :class:`~carlib.convs.SamePadConv2d` precedes the unit, whose padding before the
+            input depends on the size of what it convolves.
 
     Returns:
         ``(size, stride, padding)``: output unit ``(i, j)`` sees input rows
@@ -41,7 +46,7 @@ def receptive_field(model: nn.Module, layer: str | LayerPlan) -> tuple[int, int,
     if plan.gm is None:
         raise ValueError("receptive_field needs a model that torch.fx can trace")
     mods = dict(plan.gm.named_modules())
-    size, jump, pad = 1, 1, 0
+    size, jump, pad, n = 1, 1, 0, input_size
     for node in plan.prefix:
         if node.op != "call_module":
             continue
@@ -49,8 +54,21 @@ def receptive_field(model: nn.Module, layer: str | LayerPlan) -> tuple[int, int,
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
             k = _pair(m.kernel_size)[0]
             s = _pair(m.stride)[0]
-            p = _pair(m.padding)[0]
             d = _pair(getattr(m, "dilation", 1))[0]
+            if isinstance(m, SamePadConv2d):
+                if n is None:
+                    raise CarlibError(f"{node.target} pads as TensorFlow's 'SAME', by its input's size: "
+                                      f"pass input_size= to receptive_field")
+                p, after = same_padding(n, k, s, d)
+            elif isinstance(m.padding, str):  # "valid" or "same" (stride 1; PyTorch: smaller half first)
+                p = 0 if m.padding == "valid" else (k - 1) * d // 2
+                after = 0 if m.padding == "valid" else (k - 1) * d - p
+            else:
+                p = after = _pair(m.padding)[0]
+            if n is not None:
+                extent = (k - 1) * d + 1
+                ceil = bool(getattr(m, "ceil_mode", False))
+                n = (-(-(n + p + after - extent) // s) if ceil else (n + p + after - extent) // s) + 1
             pad += p * jump
             size += (k - 1) * d * jump
             jump *= s
@@ -100,7 +118,7 @@ def top_patches(model: nn.Module, layer: "str | LayerPlan", data: DataLike, filt
         peak_pos.append(p)
         width = a.shape[3]
     vals, poss = torch.cat(peak_val), torch.cat(peak_pos)
-    size, jump, pad = receptive_field(model, plan)
+    size, jump, pad = receptive_field(model, plan, int(data.image_size[0]))
     orders = [torch.argsort(vals[:, j], descending=True, stable=True)[:n].tolist() for j in range(len(ks))]
     shown = sorted({img for order in orders for img in order})  # each image decoded once
     pixels = dict(zip(shown, data.pixels(shown)))
