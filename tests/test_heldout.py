@@ -66,6 +66,11 @@ def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
     first = reps[reps["replicate"] == 0]["filter"].tolist()
     part = study.greedy_data.subset(heldout.stratified_split(study.greedy_data.labels, 2, seed=0)[0])
     assert first == greedy_prune(study.model, "conv1", part, n_remove=2, progress=False)["filter"].tolist()
+    # the profile's replicates (smoke: 2 parts, 3 deep), as one order per replicate
+    orders = heldout.replicate_orders(study, "conv1")
+    assert len(orders) == 2 and all(len(o) == 3 for o in orders) and orders[0][:2] == first
+    with pytest.raises(CarlibError, match="has no replicates"):
+        heldout.replicate_greedy(E.Study("smoke", progress=False, **{**MINI, "replicates": None}), "conv1")
     assert rel["halves"] == "selection/test"
     # a profile without halves: the reliability from two halves of the classes
     flat = E.Study("smoke", progress=False, **{**MINI, "held_out_orders": False})

@@ -70,6 +70,7 @@ def test_cache_key_leaves_out_what_does_not_change_results():
     p = get_profile("default")
     assert "shard_images" not in p.cache_key() and "layers" not in p.cache_key()
     assert p.with_(shard_images=50).cache_key() == p.cache_key()
+    assert p.with_(replicates={"parts": 3}).cache_key() == p.cache_key()  # its tables carry it
     assert p.with_(layers={"conv2": "features.6"}).cache_key() != p.cache_key()
     assert p.with_(per_class=3).cache_key() != p.cache_key()
     assert "class_step" not in p.cache_key() and p.with_(class_step=2).cache_key() != p.cache_key()

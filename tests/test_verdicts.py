@@ -75,3 +75,30 @@ def test_retraining_and_compression_paragraphs():
     text = verdicts.compression_markdown(w, dc, "conv1")
     assert "**20.0x**" in text and "45.0x (60.0x with Huffman coding), reaches 40.0 %" in text
     assert within_one_point(dc.assign(accuracy=[0.47, 0.2, 0.2, 0.2]))["factor"] is None
+
+
+def test_replicate_paragraphs_state_overlap_counts_and_the_pooled_test():
+    import numpy as np
+
+    from carlib.analysis import claims, reliability
+
+    sel = [[0, 1, 2, 5], [0, 1, 3, 6], [0, 2, 3, 7], [0, 1, 2, 4]]
+    freq = reliability.topk_frequency(sel, 16, k=3)
+    jac = reliability.pairwise_jaccard(sel, 16, k=3)
+    md = verdicts.replicates_markdown(freq, jac, "conv1", [10, 10, 10, 10])
+    assert "4 disjoint parts" in md and "(10, 10, 10, 10 images)" in md and "over 6 pair(s)" in md
+    assert f"share {jac['shared'].mean():.1f} on average" in md
+    assert "first 3: 1 filter(s) (0)" in md and "in at least half of them: 4" in md  # 0; 1, 2, 3
+    color = np.zeros(16, bool)
+    color[[0, 1, 2]] = True
+    counts = reliability.replicate_color_counts(sel, color, k=3)
+    assert counts["counts"] == [3, 2, 2, 3]
+    strong = verdicts.replicate_colors_markdown(counts, claims.pooled_enrichment(sel, color, k=3, n_perm=999),
+                                                "conv1", "index")
+    assert "3, 2, 2, 3 of the first 3" in strong and "pooled 10/12" in strong and "**reproduced**" in strong
+    assert "(the paper: 17/20)" in strong
+    color[:] = False
+    color[[13, 14, 15]] = True
+    weak = verdicts.replicate_colors_markdown(reliability.replicate_color_counts(sel, color, k=3),
+                                              claims.pooled_enrichment(sel, color, k=3, n_perm=999), "conv2", "index")
+    assert "pooled 0/12" in weak and "**not reproduced** (the paper: 14/20)" in weak

@@ -28,13 +28,11 @@ from ..importance import importance_order
 from .reliability import class_halves, split_half, stratified_split
 from .study import Study
 
-__all__ = ["ORDER_CRITERIA", "REPLICATES", "selection_orders", "test_curves", "paired_tests",
-           "car_split_half", "replicate_greedy", "comparison_images", "order_lists"]
+__all__ = ["ORDER_CRITERIA", "selection_orders", "test_curves", "paired_tests",
+           "car_split_half", "replicate_greedy", "replicate_orders", "comparison_images", "order_lists"]
 
 #: the literature's criteria traced beside CAR (names of :data:`carlib.importance.CRITERIA`)
 ORDER_CRITERIA = ("l1", "l2", "mean_activation", "apoz", "taylor")
-#: disjoint parts of the selection half that :func:`replicate_greedy` runs the greedy loop on
-REPLICATES = 4
 
 
 def _check(study: Study) -> None:
@@ -193,15 +191,16 @@ def car_split_half(study: Study, layer: str) -> dict:
     return out
 
 
-def replicate_greedy(study: Study, layer: str, parts: int = REPLICATES, depth: int | None = None) -> pd.DataFrame:
-    """The greedy loop on ``parts`` disjoint, class-stratified parts of the selection half
-    (:func:`carlib.analysis.reliability.stratified_split`, seed 0), each journaled: how stable
-    is the selection?
+def replicate_greedy(study: Study, layer: str, parts: int | None = None, depth: int | None = None) -> pd.DataFrame:
+    """The greedy loop on ``parts`` disjoint, class-stratified parts of the greedy images (the
+    selection half with ``held_out_orders``; :func:`carlib.analysis.reliability.stratified_split`,
+    seed 0), each journaled: how stable is the selection?
 
     Args:
         study, layer: as :func:`test_curves`.
-        parts: how many replicates.
-        depth: greedy steps per replicate (default: the profile's ``top_k_filters``).
+        parts: how many replicates (default: the profile's ``replicates["parts"]``).
+        depth: greedy steps per replicate (default: the profile's ``replicates["depth"]``, else
+            ``top_k_filters``).
 
     Returns:
         ``replicate, n_images`` and the greedy table's columns (``step, filter, accuracy``, ...).
@@ -209,14 +208,16 @@ def replicate_greedy(study: Study, layer: str, parts: int = REPLICATES, depth: i
     Example:
         >>> replicate_greedy(Study("full"), "conv1")  # doctest: +SKIP
     """
-    if not study.profile.held_out_orders:
-        raise CarlibError(f"profile {study.profile.name!r} has no selection half to split; use a "
-                          "profile with held_out_orders=True (e.g. 'full')")
-    depth = depth or study.profile.top_k_filters
+    settings = study.profile.replicates or {}
+    parts = parts or settings.get("parts")
+    if not parts or parts < 2:
+        raise CarlibError(f"profile {study.profile.name!r} has no replicates; set replicates="
+                          "{'parts': 4} (at least 2 parts) or pass parts=")
+    depth = depth or settings.get("depth") or study.profile.top_k_filters
     data = study.greedy_data
     tables = []
     for i, idx in enumerate(stratified_split(np.asarray(data.labels), parts, seed=0)):
-        journal = study.dir / "parts" / f"replicate_{layer}_{i}.journal.jsonl"
+        journal = study.dir / "parts" / f"replicate_{layer}_{i}_of_{parts}.journal.jsonl"
         journal.parent.mkdir(parents=True, exist_ok=True)
         t = study.table(f"parts/replicate_{layer}_{i}_of_{parts}", lambda idx=idx, journal=journal: greedy_prune(
             study.model, study.plan(layer), data.subset(idx), n_remove=depth, journal=journal,
@@ -224,3 +225,14 @@ def replicate_greedy(study: Study, layer: str, parts: int = REPLICATES, depth: i
         tables.append(t.assign(replicate=i, n_images=len(idx)))
     out = pd.concat(tables, ignore_index=True)
     return out[["replicate", "n_images"] + [c for c in out.columns if c not in ("replicate", "n_images")]]
+
+
+def replicate_orders(study: Study, layer: str) -> list[list[int]]:
+    """:func:`replicate_greedy`'s selections, one pruning order per replicate.
+
+    Example:
+        >>> [len(o) for o in replicate_orders(Study("smoke"), "conv1")]  # doctest: +SKIP
+        [3, 3]
+    """
+    reps = replicate_greedy(study, layer)
+    return [[int(f) for f in g.sort_values("step")["filter"]] for _, g in reps.groupby("replicate")]

@@ -3,8 +3,8 @@
 ``python -m carlib.analysis.precompute --profile full`` computes, for ``conv1`` then ``conv2``:
 the per-class CAR (on each half with ``held_out_orders``) and the three-class labels, then per
 layer the greedy loop and, with ``held_out_orders``, the selection-half orders, the test-half
-curves, the paired tests and the greedy loop on disjoint parts of the selection half
-(replicates), then, for the layers the profile retrains (``retrain``), the retraining runs and
+curves and the paired tests, the greedy loop on disjoint parts of the greedy images (with
+``replicates``), then, for the layers the profile retrains (``retrain``), the retraining runs and
 Deep Compression of notebook 06.
 Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
 curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
@@ -45,6 +45,7 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
             yield f"orders {layer}", lambda layer=layer: heldout.selection_orders(study, layer)
             yield f"test curves {layer}", lambda layer=layer: heldout.test_curves(study, layer)
             yield f"paired tests {layer}", lambda layer=layer: heldout.paired_tests(study, layer)
+        if study.profile.replicates:
             yield f"replicates {layer}", lambda layer=layer: heldout.replicate_greedy(study, layer)
         if layer in retrained:
             yield f"retraining {layer}", lambda layer=layer: retraining.retraining(study, layer)

@@ -73,6 +73,10 @@ class Profile:
             all 500), ``epochs``, ``batch_size``, ``seeds``, ``sparsities`` and ``bits`` (the
             Deep Compression grid), optionally ``depth`` (filters pruned; default: half the
             layer); ``None``: no retraining.
+        replicates: the greedy loop again on disjoint, class-stratified parts of the greedy
+            images (the selection half with ``held_out_orders``): ``parts`` and optionally
+            ``depth`` (default ``top_k_filters``), for how stable the selection is
+            (:func:`carlib.analysis.heldout.replicate_greedy`); ``None``: no replicates.
     """
 
     name: str
@@ -95,6 +99,7 @@ class Profile:
     test_per_class: int = 0
     curve_points: int | None = None
     retrain: dict | None = None
+    replicates: dict | None = None
 
     def layer_path(self, role: str) -> str:
         """The module path or alias of the convolution that plays ``role`` (e.g. ``conv2``)."""
@@ -113,10 +118,10 @@ class Profile:
         """The fields that determine the results: all but ``shard_images`` (shards sum to the
         same tables), ``layers`` only when set (unset, the roles are the aliases) and
         ``class_step`` only when it selects classes. Notebook 06's settings (``test_per_class``,
-        ``curve_points``, ``retrain``) are left out: its tables carry them as their own
-        parameters, so changing them recomputes those tables only."""
+        ``curve_points``, ``retrain``) and ``replicates`` are left out: their tables carry them
+        as their own parameters, so changing them recomputes those tables only."""
         key = self.to_dict()
-        for field in ("shard_images", "test_per_class", "curve_points", "retrain"):
+        for field in ("shard_images", "test_per_class", "curve_points", "retrain", "replicates"):
             key.pop(field)
         if key["layers"] is None:
             key.pop("layers")
@@ -171,12 +176,12 @@ PROFILES: dict[str, Profile] = {
         greedy_per_class=1, max_classes=40, curve_depth={"conv1": 8, "conv2": 8},
         test_per_class=1, curve_points=2,
         retrain={"layers": ["conv1"], "per_class": 2, "epochs": 1, "batch_size": 16, "seeds": [0],
-                 "sparsities": [0.5], "bits": [5], "depth": 3}),
+                 "sparsities": [0.5], "bits": [5], "depth": 3}, replicates={"parts": 2, "depth": 3}),
     "full": Profile(
         name="full", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=50, greedy_per_class=25, greedy_steps={"conv1": 32, "conv2": 96},
         random_seeds=(0, 1, 2, 3, 4), device="cpu", input_size=(3, 64, 64), top_k_filters=20,
-        shard_images=500, held_out_orders=True,
+        shard_images=500, held_out_orders=True, replicates={"parts": 4},
         retrain={"layers": ["conv1", "conv2"], "per_class": None, "epochs": 1, "batch_size": 128,
                  "seeds": [0, 1, 2], "sparsities": [0.5, 0.7, 0.8, 0.9], "bits": [5]}),
 }

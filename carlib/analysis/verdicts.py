@@ -14,7 +14,7 @@ from .selectivity import hypergeom_enrichment
 from .stats import paired_difference_interval
 
 __all__ = ["reliability_markdown", "threshold_free_markdown", "class_importance_markdown",
-           "label_counts", "by_eye_markdown", "PAPER_GAIN", "best_baseline", "criteria_markdown", "retraining_markdown",
+           "label_counts", "by_eye_markdown", "replicates_markdown", "replicate_colors_markdown", "PAPER_GAIN", "best_baseline", "criteria_markdown", "retraining_markdown",
            "compression_markdown"]
 
 #: The companion paper's claim 3: CAR's accuracy over the best benchmark at half the filters.
@@ -183,6 +183,79 @@ def by_eye_markdown(kappa: Mapping, eye: pd.DataFrame, index: pd.DataFrame, laye
             f"- Claim 1 with the by-eye labels: {e['in_pruned']}/{e['n_pruned']} of the top pruned filters "
             f"color against {e['expected']:.1f} expected from the layer (hypergeometric p = "
             f"{e['p_greater']:.2g}): {verdict} (the paper: 17/20).")
+
+
+#: the paper's color counts among its top 20 pruned filters, per layer
+_PAPER_COLOR = {"conv1": "17/20", "conv2": "14/20"}
+
+
+def replicates_markdown(freq: pd.DataFrame, jac: pd.DataFrame, layer: str, n_images: Sequence[int],
+                        alpha: float = 0.05) -> str:
+    """How stable the greedy selection is over replicates on disjoint images.
+
+    Args:
+        freq: :func:`carlib.analysis.reliability.topk_frequency` of the replicate selections.
+        jac: :func:`carlib.analysis.reliability.pairwise_jaccard` of the same selections.
+        layer: the layer role.
+        n_images: images of each replicate.
+        alpha: significance level of the pairwise overlaps.
+
+    Returns:
+        Two Markdown bullets.
+
+    Example:
+        >>> from carlib.analysis.reliability import pairwise_jaccard, topk_frequency
+        >>> sel = [[0, 1, 2], [0, 1, 3], [0, 2, 3]]
+        >>> md = replicates_markdown(topk_frequency(sel, 8, k=2), pairwise_jaccard(sel, 8, k=2), "conv1", [5, 5, 5])
+        >>> md.splitlines()[1][:48]
+        "- In every replicate's first 2: 1 filter(s) (0);"
+    """
+    k, n = int(jac.attrs["k"]), int(jac.attrs["n_filters"])
+    r = int(freq["replicates"].iloc[0])
+    always = freq.loc[freq["in_top"] == r, "filter"].astype(int).tolist()
+    half = int((freq["in_top"] >= r / 2).sum())
+    above = int((jac["p_greater"] < alpha).sum())
+    return (f"- **{layer}**: the greedy loop on {r} disjoint parts of the greedy images "
+            f"({', '.join(f'{m:,}' for m in n_images)} images): two replicates' first {k} filters share "
+            f"{jac.attrs['mean_shared']:.1f} on average (Jaccard {jac.attrs['mean_jaccard']:.2f}, "
+            f"{jac['jaccard'].min():.2f} to {jac['jaccard'].max():.2f} over {len(jac)} pair(s)) against "
+            f"{jac.attrs['chance_shared']:.1f} (Jaccard {jac.attrs['chance_jaccard']:.2f}) for two random "
+            f"selections; {above} of {len(jac)} pairs overlap more than chance (hypergeometric p < {alpha}).\n"
+            f"- In every replicate's first {k}: {len(always)} filter(s) ({', '.join(map(str, always)) or 'none'}); "
+            f"in at least half of them: {half}; a random selection puts a filter there with probability "
+            f"{k / n:.2f}.")
+
+
+def replicate_colors_markdown(counts: Mapping, pooled: Mapping, layer: str, label: str,
+                              alpha: float = 0.05) -> str:
+    """Claim 1 over the replicate selections: the color count with an interval, and the pooled test.
+
+    Args:
+        counts: :func:`carlib.analysis.reliability.replicate_color_counts`.
+        pooled: :func:`carlib.analysis.claims.pooled_enrichment` of the same selections and labels.
+        layer: the layer role.
+        label: what "color" means here (e.g. ``"color index > 0.5"``).
+        alpha: significance level.
+
+    Returns:
+        One Markdown bullet.
+
+    Example:
+        >>> c = {"counts": [4, 7, 4, 5], "replicates": 4, "k": 20, "mean": 5.0, "low": 2.9, "high": 7.1,
+        ...      "expected": 6.2}
+        >>> p = {"pooled": 20, "slots": 80, "expected": 24.8, "p_greater": 0.9, "p_independent": 0.92,
+        ...      "p_fisher": 0.9}
+        >>> replicate_colors_markdown(c, p, "conv1", "color index > 0.5")[:40]
+        '- **conv1** (color index > 0.5): 4, 7, 4'
+    """
+    verdict = "**reproduced**" if pooled["p_greater"] < alpha else "**not reproduced**"
+    return (f"- **{layer}** ({label}): {', '.join(map(str, counts['counts']))} of the first {counts['k']} "
+            f"color in the {counts['replicates']} replicates; mean **{counts['mean']:.1f}** "
+            f"[{counts['low']:.1f}, {counts['high']:.1f}] (t 95 %) against {counts['expected']:.1f} for a random "
+            f"selection; pooled {pooled['pooled']}/{pooled['slots']} against {pooled['expected']:.1f}, "
+            f"permutation p = {pooled['p_greater']:.2g} (as if independent: {pooled['p_independent']:.2g}; "
+            f"Fisher: {pooled['p_fisher']:.2g}): {verdict}"
+            + (f" (the paper: {_PAPER_COLOR[layer]})." if layer in _PAPER_COLOR else "."))
 
 
 def best_baseline(paired: pd.DataFrame, reference: str) -> pd.Series:
