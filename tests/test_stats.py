@@ -102,7 +102,8 @@ def test_jaccard_chance_matches_simulation():
 
 def test_spearman_brown():
     assert spearman_brown(0.0) == 0.0 and spearman_brown(1.0) == 1.0
-    assert spearman_brown(0.5) == pytest.approx(2 / 3) and spearman_brown(-1.0) == float("-inf")
+    assert spearman_brown(0.5) == pytest.approx(2 / 3) and spearman_brown(0.1) == pytest.approx(0.2 / 1.1)
+    assert spearman_brown(-0.2) == spearman_brown(-1.0) == 0.0  # halves that disagree: no reliability
 
 
 def test_paired_difference_interval_covers_the_truth():

@@ -216,11 +216,11 @@ def spearman_brown(r: float, factor: float = 2.0) -> float:
         factor: length ratio.
 
     Returns:
-        ``factor * r / (1 + (factor - 1) * r)``.
+        ``factor * r / (1 + (factor - 1) * r)``; 0 for ``r <= 0``: a reliability is a share of
+        variance, and halves that do not agree positively measure nothing in common.
 
     Example:
-        >>> round(spearman_brown(0.36), 3)
-        0.529
+        >>> round(spearman_brown(0.36), 3), spearman_brown(-0.03)
+        (0.529, 0.0)
     """
-    den = 1 + (factor - 1) * r
-    return float(factor * r / den) if den > 0 else float("-inf")
+    return float(factor * r / (1 + (factor - 1) * r)) if r > 0 else 0.0
