@@ -80,6 +80,30 @@ def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
 
 
 @requires_tiny
+def test_orders_compared_on_the_classes_the_profile_leaves_out(tmp_path, monkeypatch):
+    """``test_other_classes``: chosen on the profile's classes, compared on the others' images;
+    the curves with points read their last point from the per-image table the paired tests use."""
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    study = E.Study("smoke", progress=False, **{**MINI, "held_out_orders": False, "test_other_classes": True,
+                                                 "test_per_class": 1, "curve_points": 1})
+    test = study.test_data()
+    kept = set(np.asarray(study.data.labels).tolist())
+    assert kept == set(range(8)) and len(test) == 200 - 8 and not kept & set(np.asarray(test.labels).tolist())
+    assert heldout.comparison_images(study) == "the other classes, 1 per class"
+    curves = heldout.test_curves(study, "conv1")
+    ok = heldout.test_correct(study, "conv1")
+    orders = heldout.order_lists(study, "conv1")
+    assert list(ok.columns[2:]) == [k for k, o in orders.items() if len(o) >= 3] and len(ok) == len(test)
+    for name in ("l1", "car-oneshot"):
+        c = curves[curves["criterion"] == name].set_index("n_pruned")
+        assert list(c.index) == [0, 3]
+        naive, _ = accuracy_counts_naive(study.model, "conv1", test, orders[name][:3])
+        assert c.loc[3, "correct"] == int(naive.sum()) == int(ok[name].sum())
+    paired = heldout.paired_tests(study, "conv1")
+    assert (paired["n_images"] == len(test)).all()
+
+
+@requires_tiny
 def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
     from carlib.analysis import profiles

@@ -6,7 +6,8 @@ With ``held_out_orders`` (profile ``full``) the orders are chosen on the selecti
 compared on the test half (:meth:`Study.halves`); otherwise they are chosen as the profile's
 other notebooks choose them (greedy and the activation criteria on the greedy images, one-shot
 CAR on the CAR images) and compared on the ``test_per_class`` images per class that follow the
-CAR images in the split.
+CAR images in the split, or with ``test_other_classes`` on the images of the classes the profile
+leaves out (profile ``imagenet``).
 
 The orders: ``car-greedy`` (the greedy loop, as deep as the profile runs it), ``car-oneshot``
 (one-shot CAR), the criteria of :data:`ORDER_CRITERIA` (:mod:`carlib.importance`) and
@@ -29,16 +30,17 @@ from .reliability import class_halves, split_half, stratified_split
 from .study import Study
 
 __all__ = ["ORDER_CRITERIA", "selection_orders", "test_curves", "paired_tests",
-           "car_split_half", "replicate_greedy", "replicate_orders", "comparison_images", "order_lists"]
+           "car_split_half", "replicate_greedy", "replicate_orders", "comparison_images", "order_lists",
+           "test_correct"]
 
 #: the literature's criteria traced beside CAR (names of :data:`carlib.importance.CRITERIA`)
 ORDER_CRITERIA = ("l1", "l2", "mean_activation", "apoz", "taylor")
 
 
 def _check(study: Study) -> None:
-    if not (study.profile.held_out_orders or study.profile.test_per_class):
+    if not study.profile.has_test:
         raise CarlibError(f"profile {study.profile.name!r} has no test images; use a profile with "
-                          "held_out_orders=True (e.g. 'full') or set test_per_class")
+                          "held_out_orders=True (e.g. 'full') or set test_per_class or test_other_classes")
 
 
 def comparison_images(study: Study) -> str:
@@ -50,14 +52,18 @@ def comparison_images(study: Study) -> str:
         'test half'
     """
     P = study.profile
-    return "test half" if P.held_out_orders else f"{P.test_per_class} per class after the CAR images"
+    if P.held_out_orders:
+        return "test half"
+    if P.test_other_classes:
+        return f"the other classes, {P.test_per_class or 'all'} per class"
+    return f"{P.test_per_class} per class after the CAR images"
 
 
 def selection_orders(study: Study, layer: str) -> pd.DataFrame:
     """Every pruning order of ``layer``, none chosen on the test images.
 
     Args:
-        study: a study whose profile has test images (``held_out_orders`` or ``test_per_class``).
+        study: a study whose profile has test images (:attr:`Profile.has_test`).
         layer: the role (``conv1``, ``conv2``) or layer.
 
     Returns:
@@ -117,10 +123,16 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
         held = study.test_data()
         eng = None
         parts, memo = [], {}  # one engine and one memo of the counts: the unpruned point once
-        for name, order in order_lists(study, layer).items():
+        orders = order_lists(study, layer)
+        for name, order in orders.items():
             def one(name=name, order=order) -> pd.DataFrame:
                 nonlocal eng
-                eng = eng or Engine(study.model, study.plan(layer), held, device=study.device)
+                if eng is None:
+                    eng = Engine(study.model, study.plan(layer), held, device=study.device)
+                    if points is not None:  # the last point of every order that reaches it: read once
+                        ok = test_correct(study, layer, engine=eng)
+                        memo.update({tuple(sorted(orders[k][:depth])): int(ok[k].sum())
+                                     for k in ok.columns[2:]})
                 return order_curves(study.model, study.plan(layer), held, {name: order}, depth,
                                     points=points, engine=eng, memo=memo)
             parts.append(study.table(f"parts/test_curve_{layer}_{name}", one, layer=layer,
@@ -128,6 +140,29 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
         return pd.concat(parts, ignore_index=True)
 
     return study.table(f"test_curves_{layer}", compute, layer=layer, depth=depth, points=points, test=test)
+
+
+def test_correct(study: Study, layer: str, engine: Engine | None = None) -> pd.DataFrame:
+    """Per-image correctness on the test images of every order that reaches half the layer (the
+    profile's curve depth), pruned to that depth: what :func:`paired_tests` tests and the last
+    point of :func:`test_curves`, computed once.
+
+    Args:
+        study, layer: as :func:`test_curves`.
+        engine: an :class:`~carlib.engine.Engine` on the test images to reuse.
+
+    Returns:
+        :func:`carlib.compare.paired_correct`'s table (``image, label``, one bool column per order).
+
+    Example:
+        >>> test_correct(Study("full"), "conv1").mean(numeric_only=True)  # doctest: +SKIP
+    """
+    _check(study)
+    depth = study.profile.curve_depth_for(layer, study.layer(layer).filters)
+    orders = {k: o[:depth] for k, o in order_lists(study, layer).items() if len(o) >= depth}
+    return study.table(f"parts/test_correct_{layer}", lambda: paired_correct(
+        study.model, study.plan(layer), study.test_data(), orders, depth, engine=engine, device=study.device),
+        layer=layer, depth=depth, test=comparison_images(study), orders=orders)
 
 
 def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-greedy", "car-oneshot")) -> pd.DataFrame:
@@ -149,9 +184,8 @@ def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-g
     depth = study.profile.curve_depth_for(layer, study.layer(layer).filters)
 
     def compute() -> pd.DataFrame:
-        orders = {k: o for k, o in order_lists(study, layer).items() if len(o) >= depth}
-        ok = paired_correct(study.model, study.plan(layer), study.test_data(), orders, depth,
-                            device=study.device)
+        ok = test_correct(study, layer)
+        orders = list(ok.columns[2:])
         rows = []
         for ref in (r for r in references if r in orders):
             for other in (o for o in orders if o != ref):

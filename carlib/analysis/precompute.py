@@ -33,7 +33,7 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
     from . import heldout, retraining
 
     split = study.profile.held_out_orders
-    retrained = (study.profile.retrain or {}).get("layers", []) if (split or study.profile.test_per_class) else []
+    retrained = (study.profile.retrain or {}).get("layers", []) if study.profile.has_test else []
     for layer in layers:
         halves = ("selection", "test") if split else ("all",)
         for images in halves:

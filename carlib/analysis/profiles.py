@@ -13,10 +13,13 @@
   ``imagenet-sample`` (the 126 of them with photos, 261 photos: CAR on all, greedy and curves
   on one photo per class, 126, and the other 135 held out), greedy 2 filters deep in ``conv1``
   and ``conv2``, curves 8 deep (one-shot CAR, L1, two random orders). Every (image, filter)
-  pair costs a pass through nearly the whole network, hence the small sizes. ``conv1`` is ``features.0.0`` (the first convolution, 32 3x3
-  filters on RGB), ``conv2`` is ``features.1.conv.1`` (16 1x1 filters, the first layer whose
-  filters mix all channels; the depthwise convolution between them filters each channel
-  alone). Its tables are counted in cached shards, so a long run resumes where it stopped.
+  pair costs a pass through nearly the whole network, hence the small sizes. ``conv1`` is
+  ``features.0.0`` (the first convolution, 32 3x3 filters on RGB), ``conv2`` is
+  ``features.1.conv.1`` (16 1x1 filters, the first layer whose filters mix all channels; the
+  depthwise convolution between them filters each channel alone). Its tables are counted in
+  cached shards, so a long run resumes where it stopped. Notebook 06 compares the orders at
+  half of each layer on the photos of the classes the profile leaves out (1,137, chosen on by
+  nothing); no retraining (no train set).
 * ``full``: the statistically sound version of ``default`` (hours on a 2-core CPU, resumable,
   its tables committed): all 10,000 Tiny ImageNet val images, split by class into a selection
   half (the first 25 of each class: greedy to half of conv1 and of conv2, one-shot CAR, every
@@ -66,6 +69,9 @@ class Profile:
         test_per_class: without ``held_out_orders``: the images per class that follow the CAR
             images in the split, on which notebook 06 compares the pruning orders (0: none).
             No order is chosen on them.
+        test_other_classes: notebook 06 compares the pruning orders on the images of the classes
+            the profile leaves out (``max_classes``, ``class_step``; at most ``test_per_class``
+            each, 0: all): photos of other classes that no order was chosen on.
         curve_points: notebook 06's test curves at this many evenly spaced depths after 0
             (``None``: every depth).
         retrain: notebook 06's retraining and Deep Compression (:mod:`carlib.analysis.retraining`):
@@ -97,6 +103,7 @@ class Profile:
     class_step: int = 1
     held_out_orders: bool = False
     test_per_class: int = 0
+    test_other_classes: bool = False
     curve_points: int | None = None
     retrain: dict | None = None
     replicates: dict | None = None
@@ -104,6 +111,12 @@ class Profile:
     def layer_path(self, role: str) -> str:
         """The module path or alias of the convolution that plays ``role`` (e.g. ``conv2``)."""
         return str(self.layers.get(role, role)) if self.layers else role
+
+    @property
+    def has_test(self) -> bool:
+        """Whether notebook 06 has test images (``held_out_orders``, ``test_per_class`` or
+        ``test_other_classes``)."""
+        return bool(self.held_out_orders or self.test_per_class or self.test_other_classes)
 
     def curve_depth_for(self, layer: str, filters: int) -> int:
         """How deep the baseline curves go for a layer (default: half of its filters)."""
@@ -118,10 +131,11 @@ class Profile:
         """The fields that determine the results: all but ``shard_images`` (shards sum to the
         same tables), ``layers`` only when set (unset, the roles are the aliases) and
         ``class_step`` only when it selects classes. Notebook 06's settings (``test_per_class``,
-        ``curve_points``, ``retrain``) and ``replicates`` are left out: their tables carry them
+        ``test_other_classes``, ``curve_points``, ``retrain``) and ``replicates`` are left out: their tables carry them
         as their own parameters, so changing them recomputes those tables only."""
         key = self.to_dict()
-        for field in ("shard_images", "test_per_class", "curve_points", "retrain", "replicates"):
+        for field in ("shard_images", "test_per_class", "test_other_classes", "curve_points", "retrain",
+                      "replicates"):
             key.pop(field)
         if key["layers"] is None:
             key.pop("layers")
@@ -168,7 +182,8 @@ PROFILES: dict[str, Profile] = {
         per_class=7, greedy_steps={"conv1": 2, "conv2": 2}, random_seeds=(0, 1),
         device="auto", input_size=(3, 224, 224), top_k_filters=8, greedy_per_class=1,
         class_step=6, curve_depth={"conv1": 8, "conv2": 8},
-        layers={"conv1": "features.0.0", "conv2": "features.1.conv.1"}, shard_images=100),
+        layers={"conv1": "features.0.0", "conv2": "features.1.conv.1"}, shard_images=100,
+        test_other_classes=True, curve_points=1),
     "smoke": Profile(
         name="smoke", model="alexnet-tiny", dataset="tiny-imagenet", split="val",
         per_class=1, greedy_steps={"conv1": 3, "conv2": 3}, random_seeds=(0, 1),

@@ -124,7 +124,7 @@ def claims(study: Study) -> pd.DataFrame:
     most = t[t["kind"] == "most"]
     rows["05_class_importance"] = (f"conv1 filter {s['filter']} (the most color-selective): most important classes "
                                    + ", ".join(f"{n} (CAR_c {c:+.2f})" for n, c in zip(most["name"], most["car"])))
-    if study.profile.held_out_orders or study.profile.test_per_class:
+    if study.profile.has_test:
         rows["06_compression"] = _compression_claim(study)
     return pd.DataFrame([{"notebook": k, "paper": CLAIMS[k], "this run": v} for k, v in rows.items()])
 

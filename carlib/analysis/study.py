@@ -16,7 +16,7 @@ import torch
 
 from ..baselines import car_order, l1_order, order_curve, random_order
 from ..car import car_index, car_table, overall_from_per_class
-from ..data import DataLike, data_fingerprint, load_dataset, subset_per_class
+from ..data import DataLike, FolderDataset, data_fingerprint, load_dataset, subset_per_class
 from ..engine import Engine, resolve_device
 from ..errors import CarlibError
 from ..graph import LayerPlan, analyze
@@ -250,27 +250,30 @@ class Study:
                           depth=self.profile.greedy_steps[layer])
 
     def heldout_data(self) -> DataLike | None:
-        """The images of the CAR set that the greedy loop never saw (``None`` if none).
-
-        Both sets are the first images of each class in dataset order (``per_class`` and
-        ``greedy_per_class``, chosen by the same rule as :func:`carlib.load_dataset`), so the
-        held-out images are the CAR images outside the first ``greedy_per_class`` of each class.
-        """
+        """The CAR images the greedy loop never saw (``None`` if none): both sets are the first
+        images of each class (``per_class``, ``greedy_per_class``, as :func:`carlib.load_dataset`
+        picks them), so these are the CAR images after the first ``greedy_per_class`` of each."""
         idx = self.halves()["test"]
         return self.data.subset(idx) if len(idx) else None
 
     def test_data(self) -> DataLike | None:
         """The images notebook 06 compares the pruning orders on, never used to choose one: the
-        test half with ``held_out_orders`` (:meth:`heldout_data`), else the ``test_per_class``
-        images of each class after the CAR images in the split (``None``: neither)."""
+        test half with ``held_out_orders`` (:meth:`heldout_data`), the images of the classes the
+        profile leaves out with ``test_other_classes``, else the ``test_per_class`` images of each
+        class after the CAR images in the split (``None``: none). Photos stay decoded."""
         P = self.profile
-        if P.held_out_orders or not P.test_per_class:
+        if P.held_out_orders or not P.has_test:
             return self.heldout_data() if P.held_out_orders else None
-        wider = load_dataset(P.dataset, P.split, per_class=P.per_class + P.test_per_class,
-                             progress=self.progress)
+        wider = load_dataset(P.dataset, P.split, per_class=(P.test_per_class or None) if P.test_other_classes
+                             else P.per_class + P.test_per_class, progress=self.progress)
         labels = np.asarray(wider.labels)
-        first = subset_per_class(labels, P.per_class, wider.num_classes)
-        return wider.subset(np.setdiff1d(np.flatnonzero(P.keeps_class(labels)), first))
+        if P.test_other_classes:
+            idx = np.flatnonzero(~P.keeps_class(labels))
+        else:
+            idx = np.setdiff1d(np.flatnonzero(P.keeps_class(labels)),
+                               subset_per_class(labels, P.per_class, wider.num_classes))
+        test = wider.subset(idx)
+        return test.memoized() if isinstance(test, FolderDataset) else test
 
     def heldout_accuracy(self, layer: str) -> pd.DataFrame:
         """Accuracy of every pruning order on :meth:`heldout_data`.
