@@ -182,3 +182,12 @@ def test_paper_pipeline_on_real_photos(tmp_path, monkeypatch):
     assert study.pruned_top("conv1")[:1] == greedy["filter"].tolist()
     r = study.color_responses("conv1")
     assert len(r) == 64 and np.isfinite(r["color_index"]).all()
+
+
+@requires_tiny
+def test_test_data_is_loaded_once_per_study(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path)
+    study = E.Study("smoke", progress=False)
+    first = study.test_data()
+    assert study.test_data() is first and len(first) == 40  # smoke: 1 per class of its 40, after the CAR image
+    assert E.Study("smoke", progress=False).test_data() is not first

@@ -8,6 +8,7 @@ the next run reads the table back unless its inputs changed or ``force=True``
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -67,8 +68,7 @@ class Study:
                                          progress=progress))
         if prof.max_classes is not None or prof.class_step != 1:
             self.data = self.data.subset(np.flatnonzero(prof.keeps_class(self.data.labels)))
-            self.greedy_data = self.greedy_data.subset(
-                np.flatnonzero(prof.keeps_class(self.greedy_data.labels)))
+            self.greedy_data = self.greedy_data.subset(np.flatnonzero(prof.keeps_class(self.greedy_data.labels)))
         self._plans: dict[str, LayerPlan] = {}
         self.cache = ResultCache(self.dir, {"profile": prof.cache_key(),
                                             "model": model_fingerprint(self.model),
@@ -256,6 +256,7 @@ class Study:
         idx = self.halves()["test"]
         return self.data.subset(idx) if len(idx) else None
 
+    @lru_cache(maxsize=1)  # one object per study: decoded photos stay decoded
     def test_data(self) -> DataLike | None:
         """The images notebook 06 compares the pruning orders on, never used to choose one: the
         test half with ``held_out_orders`` (:meth:`heldout_data`), the images of the classes the
