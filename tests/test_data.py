@@ -501,6 +501,8 @@ def test_processes_extracting_at_once_take_turns(homes, tmp_path, monkeypatch):
 
 
 def test_a_memoized_folder_dataset_decodes_each_image_once(tmp_path, monkeypatch):
+    from dataclasses import replace
+
     from conftest import folder_copy, prototype_images
 
     ds = prototype_images(n=6, classes=3)
@@ -518,3 +520,11 @@ def test_a_memoized_folder_dataset_decodes_each_image_once(tmp_path, monkeypatch
     np.testing.assert_array_equal(memo.pixels([5, 0]), folder.pixels([5, 0]))
     assert memo.fingerprint() == folder.fingerprint() and folder.memo is None  # the original keeps none
     assert memo.subset([0, 1]).memo is None  # other indices: a new dataset, nothing kept
+    # decoded in worker processes: the batches are kept here, so the next pass decodes nothing
+    workers = replace(folder, num_workers=2).memoized()
+    first = torch.cat([b[0] for b in as_batches(workers, 4)])
+    assert sorted(workers.memo) == list(range(6))
+    for f in tmp_path.glob("*.png"):  # the next pass reads nothing from disk, in no process
+        f.unlink()
+    again = torch.cat([b[0] for b in as_batches(workers, 4)])
+    assert torch.equal(first, again) and torch.equal(first, torch.stack(plain))

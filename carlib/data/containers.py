@@ -291,10 +291,16 @@ def as_batches(
             y = torch.as_tensor(data.labels[i : i + batch_size]).long()
             yield x.to(device) if device else x, y.to(device) if device else y
     elif isinstance(data, FolderDataset):
-        loader = torch.utils.data.DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=data.num_workers
-        )
+        memo = data.memo
+        # every image kept: read them here; else decode in the workers (and keep what they decode)
+        workers = 0 if memo is not None and len(memo) == len(data) else data.num_workers
+        loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
+        start = 0
         for x, y in loader:
+            if memo is not None and workers:
+                for j in range(min(len(y), data.memo_limit - len(memo))):
+                    memo.setdefault(start + j, (x[j].clone(), int(y[j])))
+            start += len(y)
             yield (x.to(device), y.to(device)) if device else (x, y)
     else:
         x_all, y_all = _check_pair(data)
