@@ -25,7 +25,7 @@ import pandas as pd
 from torch import nn
 
 from ..errors import CarlibError
-from ..files import write_text_atomic
+from ..files import atomic_path, write_text_atomic
 from .plotting import filter_images
 
 __all__ = ["BLIND_SEED", "LABELS", "blind_order", "blinded_sheet", "read_blind_labels", "by_eye_file",
@@ -193,12 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                               f"layer's filters (3 input channels) as pictures")
         fig = blinded_sheet(conv, args.seed)
         args.sheet.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.sheet.with_name(args.sheet.name + ".tmp.png")
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(args.sheet)
+        with atomic_path(args.sheet) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         template = args.sheet.with_suffix(".csv")
         if not template.exists():
-            write_text_atomic(template, "position,label\n" + "".join(f"{i},\n" for i in range(1, conv.out_channels + 1)))
+            rows = "".join(f"{i},\n" for i in range(1, conv.out_channels + 1))
+            write_text_atomic(template, "position,label\n" + rows)
     except CarlibError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,8 +61,8 @@ def receptive_field(model: nn.Module, layer: str | LayerPlan,
                                       f"pass input_size= to receptive_field")
                 p, after = same_padding(n, k, s, d)
             elif isinstance(m.padding, str):  # "valid" or "same" (stride 1; PyTorch: smaller half first)
-                p = 0 if m.padding == "valid" else (k - 1) * d // 2
-                after = 0 if m.padding == "valid" else (k - 1) * d - p
+                total = 0 if m.padding == "valid" else (k - 1) * d
+                p, after = total // 2, total - total // 2
             else:
                 p = after = _pair(m.padding)[0]
             if n is not None:

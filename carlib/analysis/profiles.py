@@ -17,9 +17,9 @@
   ``features.0.0`` (the first convolution, 32 3x3 filters on RGB), ``conv2`` is
   ``features.1.conv.1`` (16 1x1 filters, the first layer whose filters mix all channels; the
   depthwise convolution between them filters each channel alone). Its tables are counted in
-  cached shards, so a long run resumes where it stopped. Notebook 06 compares the orders at
-  half of each layer on the photos of the classes the profile leaves out (1,137, chosen on by
-  nothing); no retraining (no train set).
+  cached shards, so a long run resumes where it stopped. Notebook 06 compares the orders 8
+  filters deep (a quarter of conv1, half of conv2) on the photos of the classes the profile
+  leaves out (1,137, chosen on by nothing); no retraining (no train set).
 * ``full``: the statistically sound version of ``default`` (hours on a 2-core CPU, resumable,
   its tables committed): all 10,000 Tiny ImageNet val images, split by class into a selection
   half (the first 25 of each class: greedy to half of conv1 and of conv2, one-shot CAR, every
@@ -131,8 +131,9 @@ class Profile:
         """The fields that determine the results: all but ``shard_images`` (shards sum to the
         same tables), ``layers`` only when set (unset, the roles are the aliases) and
         ``class_step`` only when it selects classes. Notebook 06's settings (``test_per_class``,
-        ``test_other_classes``, ``curve_points``, ``retrain``) and ``replicates`` are left out: their tables carry them
-        as their own parameters, so changing them recomputes those tables only."""
+        ``test_other_classes``, ``curve_points``, ``retrain``) and ``replicates`` are left out:
+        their tables carry them as their own parameters, so changing them recomputes those tables
+        only."""
         key = self.to_dict()
         for field in ("shard_images", "test_per_class", "test_other_classes", "curve_points", "retrain",
                       "replicates"):

@@ -153,6 +153,15 @@ def label_counts(labels: Mapping[str, pd.DataFrame], pruned: Mapping[str, Sequen
     return pd.DataFrame(rows)
 
 
+#: the paper's color counts among its top 20 pruned filters, per layer
+_PAPER_COLOR = {"conv1": "17/20", "conv2": "14/20"}
+
+
+def _paper_color(layer: str) -> str:
+    """The end of a claim-1 sentence: the paper's count for ``layer`` where it gave one."""
+    return f" (the paper: {_PAPER_COLOR[layer]})." if layer in _PAPER_COLOR else "."
+
+
 def by_eye_markdown(kappa: Mapping, eye: pd.DataFrame, index: pd.DataFrame, layer: str,
                     alpha: float = 0.05) -> str:
     """The by-eye labels against the quantitative ones, and claim 1 counted with them.
@@ -182,11 +191,7 @@ def by_eye_markdown(kappa: Mapping, eye: pd.DataFrame, index: pd.DataFrame, laye
             f"Cohen's kappa {kappa['kappa']:.2f} [{kappa['low']:.2f}, {kappa['high']:.2f}] (n = {kappa['n']}).\n"
             f"- Claim 1 with the by-eye labels: {e['in_pruned']}/{e['n_pruned']} of the top pruned filters "
             f"color against {e['expected']:.1f} expected from the layer (hypergeometric p = "
-            f"{e['p_greater']:.2g}): {verdict} (the paper: 17/20).")
-
-
-#: the paper's color counts among its top 20 pruned filters, per layer
-_PAPER_COLOR = {"conv1": "17/20", "conv2": "14/20"}
+            f"{e['p_greater']:.2g}): {verdict}" + _paper_color(layer))
 
 
 def replicates_markdown(freq: pd.DataFrame, jac: pd.DataFrame, layer: str, n_images: Sequence[int],
@@ -254,8 +259,7 @@ def replicate_colors_markdown(counts: Mapping, pooled: Mapping, layer: str, labe
             f"[{counts['low']:.1f}, {counts['high']:.1f}] (t 95 %) against {counts['expected']:.1f} for a random "
             f"selection; pooled {pooled['pooled']}/{pooled['slots']} against {pooled['expected']:.1f}, "
             f"permutation p = {pooled['p_greater']:.2g} (as if independent: {pooled['p_independent']:.2g}; "
-            f"Fisher: {pooled['p_fisher']:.2g}): {verdict}"
-            + (f" (the paper: {_PAPER_COLOR[layer]})." if layer in _PAPER_COLOR else "."))
+            f"Fisher: {pooled['p_fisher']:.2g}): {verdict}" + _paper_color(layer))
 
 
 def best_baseline(paired: pd.DataFrame, reference: str) -> pd.Series:
