@@ -160,9 +160,13 @@ class FolderDataset:
         with Image.open(path) as im:
             img = im.convert("RGB")
         item = self.transform(img), label
-        if self.memo is not None and len(self.memo) < self.memo_limit:
-            self.memo[i] = item
+        self._keep(i, item)
         return item
+
+    def _keep(self, i: int, item: tuple[torch.Tensor, int]) -> None:
+        """Keep a decoded image in :attr:`memo` while it has room."""
+        if self.memo is not None and len(self.memo) < self.memo_limit:
+            self.memo.setdefault(i, item)
 
     @property
     def normalization(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -297,9 +301,9 @@ def as_batches(
         loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers)
         start = 0
         for x, y in loader:
-            if memo is not None and workers:
+            if memo is not None and workers:  # what the workers decoded, kept here
                 for j in range(min(len(y), data.memo_limit - len(memo))):
-                    memo.setdefault(start + j, (x[j].clone(), int(y[j])))
+                    data._keep(start + j, (x[j].clone(), int(y[j])))
             start += len(y)
             yield (x.to(device), y.to(device)) if device else (x, y)
     else:
