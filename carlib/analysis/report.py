@@ -23,7 +23,7 @@ import pandas as pd
 from ..errors import CarlibError
 from ..files import write_text_atomic
 from ..paths import REPO_ROOT, WEIGHTS_DIR, figures_dir
-from .profiles import get_profile
+from .profiles import PROFILES, get_profile
 from .study import Study
 from .summaries import (accuracy_at, color_counts, color_counts_table, heldout_summary,
                         most_important, overall_accuracy, select_filters)
@@ -263,7 +263,7 @@ def build_report(profile: str, out: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m carlib.analysis.report", description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default", help="default | smoke | paper")
+    p.add_argument("--profile", default="default", help=" | ".join(PROFILES))
     p.add_argument("--out", default=None, help="output file (default report/<profile>/index.html)")
     args = p.parse_args(argv)
     try:

@@ -108,7 +108,7 @@ def run_notebooks(profile: str, *, device: str | None = None, force: bool = Fals
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m carlib.analysis.reproduce", description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="default", help="default | smoke | paper (see --list)")
+    p.add_argument("--profile", default="default", help=" | ".join(PROFILES) + " (see --list)")
     p.add_argument("--list", action="store_true", help="list the profiles and exit")
     p.add_argument("--device", default=None, help="override the profile's device")
     p.add_argument("--force", action="store_true", help="recompute cached results")
