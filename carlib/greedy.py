@@ -143,6 +143,25 @@ def check_n_remove(n_remove: object, filters: int, layer: str) -> int:
     return n_remove
 
 
+class _StepProgress:
+    """One greedy step's share of the run's bar: the engine advances it by pairs; :meth:`reset`
+    (an out-of-memory retry) takes the step's pairs back; :meth:`finish` tops the step up."""
+
+    def __init__(self, bar) -> None:
+        self.bar, self.done = bar, 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.bar.update(n)
+
+    def reset(self) -> None:
+        self.bar.update(-self.done)
+        self.done = 0
+
+    def finish(self, pairs: int) -> None:
+        self.update(pairs - self.done)
+
+
 def greedy_prune(
     model: nn.Module,
     layer: str | LayerPlan,
@@ -204,12 +223,15 @@ def greedy_prune(
         steps = distributed.from_writer(lambda: _open_journal(jpath, header, n))
     removed = [int(s["filter"]) for s in steps]
     base_accuracy = steps[0]["accuracy"] + steps[0]["car"] if steps else None
-    total = n_remove
-    with tqdm(total=total, initial=min(len(steps), total), desc=f"greedy {name}",
-              unit="step", disable=not (progress and distributed.is_writer())) as bar:
+    # the bar counts (image, filter) pairs: steps get cheaper as filters go, so its ETA holds
+    pairs = [(n - s) * engine.n_local for s in range(n_remove)]
+    with tqdm(total=sum(pairs), initial=sum(pairs[: len(steps)]), desc=f"greedy {name}", unit="pair",
+              unit_scale=True, mininterval=1.0, disable=not (progress and distributed.is_writer())) as bar:
+        bar.set_postfix_str(f"step {min(len(steps), n_remove)}/{n_remove}")
         while len(steps) < n_remove:
             remaining = [k for k in range(n) if k not in removed]
-            base, cand, counts = engine.evaluate(removed, remaining)
+            step_bar = _StepProgress(bar)
+            base, cand, counts = engine.evaluate(removed, remaining, step_bar)
             n_img = int(counts.sum())
             correct = cand.sum(dim=1)
             best = int(torch.argmax(correct))  # first maximum: the lower filter index wins
@@ -225,7 +247,8 @@ def greedy_prune(
             if jpath is not None and distributed.is_writer():
                 _write_journal(jpath, header, steps)
             crash_point("greedy-journaled")
-            bar.update(1)
+            step_bar.finish(pairs[len(steps) - 1])
+            bar.set_postfix_str(f"step {len(steps)}/{n_remove}")
             if callback is not None:
                 callback(row)
     df = pd.DataFrame(steps[:n_remove], columns=["step", "filter", "car", "accuracy", "remaining"])

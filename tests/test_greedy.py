@@ -71,6 +71,27 @@ def test_resume_after_interruption(bn_net, tmp_path):
     assert resumed.attrs["base_accuracy"] == full.attrs["base_accuracy"]
 
 
+def test_progress_counts_pairs_and_a_resumed_run_starts_at_its_journal(bn_net, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    model, x, y = bn_net
+    bars = []
+
+    class Recorder(tqdm.auto.tqdm):
+        def close(self):  # tqdm closes a bar more than once
+            if not self.disable and (self.total, self.n, self.postfix) not in bars:
+                bars.append((self.total, self.n, self.postfix))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    journal = tmp_path / "run.journal.jsonl"
+    n = len(y)
+    greedy_prune(model, "conv2", (x, y), n_remove=2, journal=journal, progress=True)
+    greedy_prune(model, "conv2", (x, y), n_remove=4, journal=journal, progress=True)
+    # conv2 has 12 filters: steps of 12, 11, 10 and 9 candidates, each on every image
+    assert bars == [((12 + 11) * n, (12 + 11) * n, "step 2/2"), ((12 + 11 + 10 + 9) * n, 42 * n, "step 4/4")]
+
+
 def test_journal_of_another_run_is_refused(bn_net, tmp_path):
     model, x, y = bn_net
     journal = tmp_path / "j.jsonl"
