@@ -67,7 +67,7 @@ def test_the_command_line_writes_a_sheet_and_a_template_and_refuses_deeper_layer
     assert not list(sheet.parent.glob("*.tmp*"))
     assert blind.main(["alexnet-tiny", "conv2", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: conv2 has 64 input channels") and err.count("\n") == 1
+    assert err.startswith("carlib: error: conv2 has 64 input channels") and err.count("\n") == 1
 
 
 def test_the_committed_by_eye_file_labels_every_conv1_filter():

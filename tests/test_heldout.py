@@ -131,4 +131,4 @@ def test_precompute_command_line_refuses_a_bad_device_in_one_line(capsys):
 
     assert main(["--profile", "smoke", "--device", "tpu"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown device 'tpu'" in err
+    assert err.startswith("carlib: error: ") and err.count("\n") == 1 and "unknown device 'tpu'" in err

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = "".join(f"{i},\n" for i in range(1, conv.out_channels + 1))
             write_text_atomic(template, "position,label\n" + rows)
     except CarlibError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"carlib: error: {e}", file=sys.stderr)
         return 2
     print(f"{args.sheet}: {conv.out_channels} filters in a random order (seed {args.seed}); "
           f"write one of {', '.join(LABELS)} per position in {template}")

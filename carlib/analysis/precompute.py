@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet, device=args.device)
     except CarlibError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"carlib: error: {e}", file=sys.stderr)
         return 2
     return 0
 
