@@ -51,7 +51,7 @@ test-fast: setup ## run the unit tests and carlib's docstring examples (no noteb
 test-faults: setup ## every fault-injection trial: greedy runs and ranks killed with SIGKILL, resumed
 	$(BIN)/python -m pytest -q --run-faults tests/test_faults.py tests/test_distributed.py
 
-reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|smoke|paper]
+reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|full|imagenet|paper|smoke]
 	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE)
 
 report: setup ## one self-contained HTML page per profile: make report [PROFILE=...] -> report/<profile>/

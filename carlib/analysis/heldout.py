@@ -104,8 +104,8 @@ def order_lists(study: Study, layer: str) -> dict[str, list[int]]:
 
 def test_curves(study: Study, layer: str) -> pd.DataFrame:
     """Accuracy on the test images against filters pruned, for every order of
-    :func:`selection_orders`, to half the layer (the profile's curve depth), at every depth or at
-    the profile's ``curve_points`` (:func:`carlib.compare.curve_points`).
+    :func:`selection_orders`, to the profile's curve depth (default: half the layer), at every
+    depth or at the profile's ``curve_points`` (:func:`carlib.compare.curve_points`).
 
     Returns:
         :func:`carlib.compare.order_curves`' table: ``criterion, n_pruned, filter, correct,
@@ -143,8 +143,8 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
 
 
 def test_correct(study: Study, layer: str, engine: Engine | None = None) -> pd.DataFrame:
-    """Per-image correctness on the test images of every order that reaches half the layer (the
-    profile's curve depth), pruned to that depth: what :func:`paired_tests` tests and the last
+    """Per-image correctness on the test images of every order that reaches the profile's curve
+    depth (default: half the layer), pruned to that depth: what :func:`paired_tests` tests and the last
     point of :func:`test_curves`, computed once.
 
     Args:
@@ -166,7 +166,7 @@ def test_correct(study: Study, layer: str, engine: Engine | None = None) -> pd.D
 
 
 def paired_tests(study: Study, layer: str, references: tuple[str, ...] = ("car-greedy", "car-oneshot")) -> pd.DataFrame:
-    """Exact McNemar tests on the test images at half the layer: each reference order against
+    """Exact McNemar tests on the test images at the profile's curve depth: each reference order against
     every other order, the same images pruned by both.
 
     Args:

@@ -28,7 +28,7 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
 
     Example:
         >>> [d for d, _ in plan(Study("smoke"), ("conv1",))]  # doctest: +SKIP
-        ['CAR conv1', 'greedy conv1']
+        ['CAR conv1 (all)', 'labels conv1', 'greedy conv1', 'replicates conv1', 'retraining conv1', 'deep compression conv1']
     """
     from . import heldout, retraining
 

@@ -9,7 +9,7 @@
   validation set, 50 images per class, greedy to half of conv1 and conv2, on the GPU when
   there is one (device ``auto``).
 * ``imagenet``: a real ImageNet network on real photos, sized to run from scratch on a 2-core
-  CPU in about half an hour: ``mobilenet_v2-coral`` on every sixth class of
+  CPU in about half an hour (notebooks 01-05; 06 adds about 40 minutes): ``mobilenet_v2-coral`` on every sixth class of
   ``imagenet-sample`` (the 126 of them with photos, 261 photos: CAR on all, greedy and curves
   on one photo per class, 126, and the other 135 held out), greedy 2 filters deep in ``conv1``
   and ``conv2``, curves 8 deep (one-shot CAR, L1, two random orders). Every (image, filter)
@@ -20,8 +20,8 @@
   cached shards, so a long run resumes where it stopped. Notebook 06 compares the orders 8
   filters deep (a quarter of conv1, half of conv2) on the photos of the classes the profile
   leaves out (1,137, chosen on by nothing); no retraining (no train set).
-* ``full``: the statistically sound version of ``default`` (hours on a 2-core CPU, resumable,
-  its tables committed): all 10,000 Tiny ImageNet val images, split by class into a selection
+* ``full``: the statistically sound version of ``default`` (tens of CPU-hours on 2 cores, resumable
+  with ``python -m carlib.analysis.precompute``; its tables are committed as they are computed): all 10,000 Tiny ImageNet val images, split by class into a selection
   half (the first 25 of each class: greedy to half of conv1 and of conv2, one-shot CAR, every
   other criterion) and a test half (the other 25: every comparison); notebook 06 retrains on
   all of Tiny ImageNet train (one epoch, 3 seeds) and runs Deep Compression on conv1 and conv2.

@@ -37,7 +37,7 @@ class Study:
     """One profile's model, data and cached results.
 
     Args:
-        profile: ``"default"``, ``"paper"``, ``"smoke"`` or a :class:`Profile`.
+        profile: a name in :data:`~carlib.analysis.profiles.PROFILES` or a :class:`Profile`.
         device: overrides the profile's device (``None``: the profile's; resolved by
             :func:`carlib.engine.resolve_device`).
         force: recompute every table instead of reading the cache.
