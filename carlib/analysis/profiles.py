@@ -8,23 +8,24 @@
 * ``paper``: the paper's setting: torchvision AlexNet (ImageNet weights) on the ImageNet
   validation set, 50 images per class, greedy to half of conv1 and conv2, on the GPU when
   there is one (device ``auto``).
-* ``imagenet``: a real ImageNet network on real photos, sized to run from scratch on a 2-core
-  CPU in about half an hour (notebooks 01-05; 06 adds about 40 minutes): ``mobilenet_v2-coral`` on every sixth class of
-  ``imagenet-sample`` (the 126 of them with photos, 261 photos: CAR on all, greedy and curves
-  on one photo per class, 126, and the other 135 held out), greedy 2 filters deep in ``conv1``
-  and ``conv2``, curves 8 deep (one-shot CAR, L1, two random orders). Every (image, filter)
-  pair costs a pass through nearly the whole network, hence the small sizes. ``conv1`` is
-  ``features.0.0`` (the first convolution, 32 3x3 filters on RGB), ``conv2`` is
+* ``imagenet``: a real ImageNet network on real photos, sized to run from scratch on a 2-core CPU
+  in about half an hour (notebooks 01-05; 06 adds about 40 minutes): ``mobilenet_v2-coral`` on
+  every sixth class of ``imagenet-sample`` (the 126 of them with photos, 261 photos: CAR on all,
+  greedy and curves on one photo per class, 126, and the other 135 held out), greedy 2 filters
+  deep in ``conv1`` and ``conv2``, curves 8 deep (one-shot CAR, L1, two random orders). Every
+  (image, filter) pair costs a pass through nearly the whole network, hence the small sizes.
+  ``conv1`` is ``features.0.0`` (the first convolution, 32 3x3 filters on RGB), ``conv2`` is
   ``features.1.conv.1`` (16 1x1 filters, the first layer whose filters mix all channels; the
-  depthwise convolution between them filters each channel alone). Its tables are counted in
-  cached shards, so a long run resumes where it stopped. Notebook 06 compares the orders 8
-  filters deep (a quarter of conv1, half of conv2) on the photos of the classes the profile
-  leaves out (1,137, chosen on by nothing); no retraining (no train set).
-* ``full``: the statistically sound version of ``default`` (tens of CPU-hours on 2 cores, resumable
-  with ``python -m carlib.analysis.precompute``; its tables are committed as they are computed): all 10,000 Tiny ImageNet val images, split by class into a selection
-  half (the first 25 of each class: greedy to half of conv1 and of conv2, one-shot CAR, every
-  other criterion) and a test half (the other 25: every comparison); notebook 06 retrains on
-  all of Tiny ImageNet train (one epoch, 3 seeds) and runs Deep Compression on conv1 and conv2.
+  depthwise convolution between them filters each channel alone). Its tables are counted in cached
+  shards, so a long run resumes where it stopped. Notebook 06 compares the orders 8 filters deep
+  (a quarter of conv1, half of conv2) on the photos of the classes the profile leaves out (1,137,
+  chosen on by nothing); no retraining (no train set).
+* ``full``: the statistically sound version of ``default`` (tens of CPU-hours on 2 cores,
+  resumable with ``python -m carlib.analysis.precompute``; its tables are committed as they are
+  computed): all 10,000 Tiny ImageNet val images, split by class into a selection half (the first
+  25 of each class: greedy to half of conv1 and of conv2, one-shot CAR, every other criterion) and
+  a test half (the other 25: every comparison); notebook 06 retrains on all of Tiny ImageNet train
+  (one epoch, 3 seeds) and runs Deep Compression on conv1 and conv2.
 * ``smoke``: a tiny, fast version of ``default`` for CI.
 """
 

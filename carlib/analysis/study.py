@@ -8,7 +8,7 @@ the next run reads the table back unless its inputs changed or ``force=True``
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -256,24 +256,24 @@ class Study:
         idx = self.halves()["test"]
         return self.data.subset(idx) if len(idx) else None
 
-    @lru_cache(maxsize=1)  # one object per study: decoded photos stay decoded
     def test_data(self) -> DataLike | None:
         """The images notebook 06 compares the pruning orders on, never used to choose one: the
         test half with ``held_out_orders`` (:meth:`heldout_data`), the images of the classes the
         profile leaves out with ``test_other_classes``, else the ``test_per_class`` images of each
-        class after the CAR images in the split (``None``: none). Photos stay decoded."""
+        class after the CAR images in the split (``None``: none). Loaded once; photos stay decoded."""
+        return self._test_data
+
+    @cached_property
+    def _test_data(self) -> DataLike | None:
         P = self.profile
         if P.held_out_orders or not P.has_test:
             return self.heldout_data() if P.held_out_orders else None
         wider = load_dataset(P.dataset, P.split, per_class=(P.test_per_class or None) if P.test_other_classes
                              else P.per_class + P.test_per_class, progress=self.progress)
         labels = np.asarray(wider.labels)
-        if P.test_other_classes:
-            idx = np.flatnonzero(~P.keeps_class(labels))
-        else:
-            idx = np.setdiff1d(np.flatnonzero(P.keeps_class(labels)),
-                               subset_per_class(labels, P.per_class, wider.num_classes))
-        test = wider.subset(idx)
+        first = subset_per_class(labels, P.per_class, wider.num_classes)
+        test = wider.subset(np.flatnonzero(~P.keeps_class(labels)) if P.test_other_classes else
+                            np.setdiff1d(np.flatnonzero(P.keeps_class(labels)), first))
         return test.memoized() if isinstance(test, FolderDataset) else test
 
     def heldout_accuracy(self, layer: str) -> pd.DataFrame:
