@@ -80,6 +80,21 @@ def test_halves_orders_curves_and_paired_tests(tmp_path, monkeypatch):
 
 
 @requires_tiny
+def test_test_curves_show_progress_by_order(tmp_path, monkeypatch, capsys):
+    """The curves count orders on a progress bar (the long step of ``full``); silenced with progress."""
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    study = E.Study("smoke", progress=True, **{**MINI, "curve_depth": {"conv1": 1}})
+    heldout.selection_orders(study, "conv1")
+    capsys.readouterr()
+    heldout.test_curves(study, "conv1")
+    err = capsys.readouterr().err
+    assert "test curves conv1" in err and "8/8" in err
+    quiet = E.Study("smoke", progress=False, **{**MINI, "curve_depth": {"conv1": 1}})
+    heldout.test_curves(quiet, "conv1")  # read back from the cache, without a bar
+    assert "test curves" not in capsys.readouterr().err
+
+
+@requires_tiny
 def test_orders_compared_on_the_classes_the_profile_leaves_out(tmp_path, monkeypatch):
     """``test_other_classes``: chosen on the profile's classes, compared on the others' images;
     the curves with points read their last point from the per-image table the paired tests use."""

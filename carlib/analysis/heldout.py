@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..baselines import car_order, random_order
 from ..compare import curve_points, mcnemar, order_curves, paired_correct
@@ -124,7 +125,10 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
         eng = None
         parts, memo = [], {}  # one engine and one memo of the counts: the unpruned point once
         orders = order_lists(study, layer)
-        for name, order in orders.items():
+        bar = tqdm(orders.items(), total=len(orders), desc=f"test curves {layer}", unit="order",
+                   disable=not study.progress, mininterval=1.0)
+        for name, order in bar:
+            bar.set_postfix_str(name)
             def one(name=name, order=order) -> pd.DataFrame:
                 nonlocal eng
                 if eng is None:
