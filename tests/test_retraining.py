@@ -95,7 +95,7 @@ def test_retraining_prunes_physically_fine_tunes_each_seed_and_resumes(study):
 
 
 @requires_tiny
-def test_deep_compression_counts_the_layer_and_reports_each_setting(study):
+def test_deep_compression_counts_the_layer_and_reports_each_setting(study, monkeypatch):
     dc = retraining.deep_compression(study, "conv1")
     assert list(dc["stage"]) == ["unpruned", "filters", "deep", "deep"]
     assert dc["criterion"].eq("car-greedy").all()  # the greedy run reaches the depth
@@ -108,6 +108,17 @@ def test_deep_compression_counts_the_layer_and_reports_each_setting(study):
     assert deep["factor"].is_monotonic_increasing and (deep["factor"] > dc.loc[1, "factor"]).all()
     assert ((dc["low"] <= dc["accuracy"]) & (dc["accuracy"] <= dc["high"])).all()
     assert (dc["n_images"] == 16).all()
+    # each setting is cached on its own: with the grid's table gone, nothing is fine-tuned again
+    assert len(list((study.dir / "parts").glob("deep_compression_conv1_*.csv"))) == 2
+    for f in study.dir.glob("deep_compression_conv1.*"):
+        f.unlink()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached setting was computed again")
+
+    monkeypatch.setattr(retraining, "deep_compress", refuse)
+    again = retraining.deep_compression(study, "conv1")
+    pd.testing.assert_frame_equal(again, dc)
 
 
 @requires_tiny

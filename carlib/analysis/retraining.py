@@ -234,7 +234,8 @@ def deep_compression(study: Study, layer: str) -> pd.DataFrame:
     :func:`retrain_depth` by ``car-greedy`` (``car-oneshot`` when the greedy run is shorter),
     then for every sparsity and bit width of the profile's grid
     :func:`carlib.compression.deep_compress` (magnitude pruning, fine-tuning, k-means weight
-    sharing, fine-tuning the codebook; seed 0), evaluated on the test images.
+    sharing, fine-tuning the codebook; seed 0), evaluated on the test images. Each setting is
+    cached on its own (``parts/``): an interrupted grid resumes at the first missing setting.
 
     Returns:
         One row per setting, first the unpruned network (``stage="unpruned"``, factor 1) and
@@ -272,12 +273,18 @@ def deep_compression(study: Study, layer: str) -> pd.DataFrame:
                 row(small, "filters", compression_row(small, path, original=original))]
         for sparsity in R["sparsities"]:
             for bits in R["bits"]:
-                net, r = deep_compress(small, path, train, sparsity=float(sparsity), bits=int(bits),
-                                       config=cfg, work_dir=work, original=original,
-                                       progress=study.progress)
-                rows.append(row(net, "deep", r))
-                for f in Path(work).glob("*.ckpt.pt"):
-                    f.unlink()
+                def setting(sparsity=float(sparsity), bits=int(bits)) -> pd.DataFrame:
+                    net, r = deep_compress(small, path, train, sparsity=sparsity, bits=bits, config=cfg,
+                                           work_dir=work, original=original, progress=study.progress)
+                    for f in Path(work).glob("*.ckpt.pt"):
+                        f.unlink()
+                    return pd.DataFrame([row(net, "deep", r)])
+                # each setting cached on its own: an interrupted grid resumes at the first missing one
+                part = study.table(f"parts/deep_compression_{layer}_{float(sparsity):g}_{int(bits)}b", setting,
+                                   layer=layer, order=order, sparsity=float(sparsity), bits=int(bits),
+                                   epochs=R["epochs"], per_class=R.get("per_class"), batch_size=R["batch_size"],
+                                   lr=FINETUNE_LR, test=comparison_images(study))
+                rows.extend(part.to_dict("records"))
         return pd.DataFrame(rows)
 
     return study.table(f"deep_compression_{layer}", compute, layer=layer, order=order,
