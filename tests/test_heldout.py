@@ -127,9 +127,25 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     lines: list[str] = []
     precompute("mini", ("conv1",), progress=False, log=lines.append)
     steps = [line.split("] ", 1)[1].rsplit(":", 1)[0] for line in lines]
-    assert steps == ["CAR conv1 (selection)", "CAR conv1 (test)", "labels conv1", "greedy conv1", "orders conv1",
+    assert steps == ["accuracy per class", "CAR conv1 (selection)", "CAR conv1 (test)", "CAR conv1 (all)",
+                     "labels conv1",
+                     "greedy conv1", "curves conv1", "held-out accuracy conv1", "orders conv1",
                      "test curves conv1", "paired tests conv1", "replicates conv1"]
     assert (tmp_path / "mini" / "test_curves_conv1.csv").is_file()
+    # the notebooks' tables are then read, none computed
+    study = E.Study("mini", progress=False)
+    cached = study.cache.table
+
+    def read_only(name, compute, **params):
+        def refuse():
+            raise AssertionError(f"{name} was not precomputed")
+        return cached(name, refuse, **params)
+
+    monkeypatch.setattr(study.cache, "table", read_only)
+    study.accuracy_per_class(), study.car("conv1"), study.greedy("conv1"), study.labels("conv1")
+    study.curves("conv1"), study.heldout_accuracy("conv1")
+    heldout.test_curves(study, "conv1"), heldout.paired_tests(study, "conv1")
+    heldout.replicate_greedy(study, "conv1")
 
 
 def test_profiles_without_halves_refuse_them_and_keep_their_cache_keys():

@@ -1,11 +1,12 @@
 """Compute a profile's long tables ahead of the notebooks, in a fixed order, resumably.
 
-``python -m carlib.analysis.precompute --profile full`` computes, for ``conv1`` then ``conv2``:
-the per-class CAR (on each half with ``held_out_orders``) and the three-class labels, then per
-layer the greedy loop and, with ``held_out_orders``, the selection-half orders, the test-half
-curves and the paired tests, the greedy loop on disjoint parts of the greedy images (with
-``replicates``), then, for the layers the profile retrains (``retrain``), the retraining runs and
-Deep Compression of notebook 06.
+``python -m carlib.analysis.precompute --profile full`` computes every table the notebooks read:
+the per-class accuracy, then for ``conv1`` then ``conv2`` the per-class CAR (on each half with
+``held_out_orders``) and the three-class labels, then per layer the greedy loop, the curves on
+the greedy images and the held-out accuracy of notebooks 02/03, with ``held_out_orders`` the
+selection-half orders, the test-half curves and the paired tests, the greedy loop on disjoint
+parts of the greedy images (with ``replicates``), then, for the layers the profile retrains
+(``retrain``), the retraining runs and Deep Compression of notebook 06.
 Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
 curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
 """
@@ -27,20 +28,24 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
     """The steps of :func:`precompute`, in order: ``(description, call)``.
 
     Example:
-        >>> [d for d, _ in plan(Study("smoke"), ("conv1",))]  # doctest: +SKIP
-        ['CAR conv1 (all)', 'labels conv1', 'greedy conv1', 'replicates conv1', 'retraining conv1', 'deep compression conv1']
+        >>> [d for d, _ in plan(Study("smoke"), ("conv1",))][:6]  # doctest: +SKIP
+        ['accuracy per class', 'CAR conv1 (all)', 'labels conv1', 'greedy conv1', 'curves conv1',
+         'held-out accuracy conv1']
     """
     from . import heldout, retraining
 
     split = study.profile.held_out_orders
     retrained = (study.profile.retrain or {}).get("layers", []) if study.profile.has_test else []
+    yield "accuracy per class", study.accuracy_per_class
     for layer in layers:
-        halves = ("selection", "test") if split else ("all",)
+        halves = ("selection", "test", "all") if split else ("all",)  # "all": the halves' shards summed
         for images in halves:
             yield f"CAR {layer} ({images})", lambda layer=layer, images=images: study.car_per_class(layer, images)
         yield f"labels {layer}", lambda layer=layer: study.labels(layer)
     for layer in layers:
         yield f"greedy {layer}", lambda layer=layer: study.greedy(layer)
+        yield f"curves {layer}", lambda layer=layer: study.curves(layer)
+        yield f"held-out accuracy {layer}", lambda layer=layer: study.heldout_accuracy(layer)
         if split:
             yield f"orders {layer}", lambda layer=layer: heldout.selection_orders(study, layer)
             yield f"test curves {layer}", lambda layer=layer: heldout.test_curves(study, layer)
