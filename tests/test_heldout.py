@@ -10,7 +10,7 @@ import pytest
 import carlib.analysis.study as E
 from carlib import car_index, greedy_prune
 from carlib.analysis import heldout
-from carlib.analysis.precompute import precompute
+from carlib.analysis.precompute import precompute, status
 from carlib.baselines import car_order
 from carlib.errors import CarlibError
 from carlib.reference import accuracy_counts_naive
@@ -124,8 +124,14 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     from carlib.analysis import profiles
 
     monkeypatch.setitem(profiles.PROFILES, "mini", profiles.get_profile("smoke").with_(name="mini", retrain=None, **MINI))
+    before = status("mini", ("conv1",))
+    assert (before["state"] == "to compute").all() and before["first_missing"].iloc[0] == "accuracy_per_class"
+    assert not (tmp_path / "mini").exists() or not list((tmp_path / "mini").rglob("*.csv"))  # nothing written
     lines: list[str] = []
     precompute("mini", ("conv1",), progress=False, log=lines.append)
+    after = status("mini", ("conv1",))
+    assert (after["state"] == "cached").all() and list(after["step"]) == list(before["step"])
+    assert after.attrs["journals"]["greedy_conv1.journal.jsonl"] == 2
     steps = [line.split("] ", 1)[1].rsplit(":", 1)[0] for line in lines]
     assert steps == ["accuracy per class", "CAR conv1 (selection)", "CAR conv1 (test)", "CAR conv1 (all)",
                      "labels conv1",
@@ -146,6 +152,13 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     study.curves("conv1"), study.heldout_accuracy("conv1")
     heldout.test_curves(study, "conv1"), heldout.paired_tests(study, "conv1")
     heldout.replicate_greedy(study, "conv1")
+    # a step cut short: named with the table it would compute first
+    for f in (tmp_path / "mini").glob("test_curves_conv1.*"):
+        f.unlink()
+    cut = status("mini", ("conv1",)).set_index("step")
+    assert (cut.loc["test curves conv1", "state"], cut.loc["test curves conv1", "first_missing"]) == (
+        "to compute", "test_curves_conv1")
+    assert (cut.drop("test curves conv1")["state"] == "cached").all() and cut.attrs["parts"] > 8
 
 
 def test_profiles_without_halves_refuse_them_and_keep_their_cache_keys():

@@ -9,6 +9,7 @@ parts of the greedy images (with ``replicates``), then, for the layers the profi
 (``retrain``), the retraining runs and Deep Compression of notebook 06.
 Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
 curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
+``--status`` shows which steps are cached and the greedy journals' steps, computing nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import sys
 import time
 from typing import Callable, Iterator
 
+import pandas as pd
+
 from ..errors import CarlibError
 from .study import Study
 
-__all__ = ["plan", "precompute", "main"]
+__all__ = ["plan", "precompute", "status", "main"]
 
 
 def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator[tuple[str, Callable[[], object]]]:
@@ -80,14 +83,69 @@ def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, pr
         log(f"[{(time.time() - t0) / 60:6.1f} min] {what}: {time.time() - t:.0f} s")
 
 
+class _Missing(Exception):
+    """A table :func:`status` would have had to compute."""
+
+
+def status(profile: str, layers: tuple[str, ...] = ("conv1", "conv2")) -> pd.DataFrame:
+    """Where a (long) run stands: every step of :func:`plan`, read from the cache, nothing computed.
+
+    Args:
+        profile: a profile name.
+        layers: the roles.
+
+    Returns:
+        One row per step: ``step``, ``state`` (``"cached"`` or ``"to compute"``) and
+        ``first_missing`` (the table the step would compute first). ``attrs["parts"]``: the
+        cached parts (CAR shards, curves per order, retraining runs) under
+        ``results/<profile>/parts/``, of finished tables and of those a resumed run completes; ``attrs["journals"]``: each greedy journal there, with the
+        steps it holds (a resumed run starts after them).
+
+    Example:
+        >>> status("full")[["step", "state"]].head(2)  # doctest: +SKIP
+                     step   state
+        0  accuracy per class  cached
+        1  CAR conv1 (selection)  cached
+    """
+    study = Study(profile, progress=False)
+    cached = study.cache.table
+
+    def read_only(name, compute, **params):
+        def refuse():
+            raise _Missing(name)
+        return cached(name, refuse, **params)
+
+    study.cache.table = read_only  # this study's cache alone: nothing is computed or written
+    rows = []
+    for what, call in plan(study, layers):
+        try:
+            call()
+            rows.append({"step": what, "state": "cached", "first_missing": ""})
+        except _Missing as e:
+            rows.append({"step": what, "state": "to compute", "first_missing": str(e)})
+    out = pd.DataFrame(rows)
+    out.attrs["parts"] = len(list((study.dir / "parts").rglob("*.csv")))
+    out.attrs["journals"] = {str(j.relative_to(study.dir)): sum(1 for _ in j.open()) - 1  # less the header
+                             for j in sorted(study.dir.rglob("*.journal.jsonl"))}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m carlib.analysis.precompute", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="full")
     p.add_argument("--layers", default="conv1,conv2", help="comma-separated roles (default conv1,conv2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", default=None, help="override the profile's device (cpu, cuda, auto)")
+    p.add_argument("--status", action="store_true", help="show which steps are cached and stop (computes nothing)")
     args = p.parse_args(argv)
     try:
+        if args.status:
+            table = status(args.profile, tuple(args.layers.split(",")))
+            print(table.to_string(index=False))
+            print(f"cached parts (shards, curves per order, runs): {table.attrs['parts']}")
+            for name, steps in table.attrs["journals"].items():
+                print(f"journal {name}: {steps} steps")
+            return 0
         precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet, device=args.device)
     except CarlibError as e:
         print(f"carlib: error: {e}", file=sys.stderr)
