@@ -134,7 +134,7 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     assert after.attrs["journals"]["greedy_conv1.journal.jsonl"] == 2
     steps = [line.split("] ", 1)[1].rsplit(":", 1)[0] for line in lines]
     assert steps == ["accuracy per class", "CAR conv1 (selection)", "CAR conv1 (test)", "CAR conv1 (all)",
-                     "labels conv1",
+                     "color responses conv1", "labels conv1",
                      "greedy conv1", "curves conv1", "held-out accuracy conv1", "orders conv1",
                      "test curves conv1", "paired tests conv1", "replicates conv1"]
     assert (tmp_path / "mini" / "test_curves_conv1.csv").is_file()
@@ -149,6 +149,7 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(study.cache, "table", read_only)
     study.accuracy_per_class(), study.car("conv1"), study.greedy("conv1"), study.labels("conv1")
+    study.color_responses("conv1")
     study.curves("conv1"), study.heldout_accuracy("conv1")
     heldout.test_curves(study, "conv1"), heldout.paired_tests(study, "conv1")
     heldout.replicate_greedy(study, "conv1")

@@ -2,7 +2,7 @@
 
 ``python -m carlib.analysis.precompute --profile full`` computes every table the notebooks read:
 the per-class accuracy, then for ``conv1`` then ``conv2`` the per-class CAR (on each half with
-``held_out_orders``) and the three-class labels, then per layer the greedy loop, the curves on
+``held_out_orders``), the response color index and the three-class labels, then per layer the greedy loop, the curves on
 the greedy images and the held-out accuracy of notebooks 02/03, with ``held_out_orders`` the
 selection-half orders, the test-half curves and the paired tests, the greedy loop on disjoint
 parts of the greedy images (with ``replicates``), then, for the layers the profile retrains
@@ -32,8 +32,8 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
 
     Example:
         >>> [d for d, _ in plan(Study("smoke"), ("conv1",))][:6]  # doctest: +SKIP
-        ['accuracy per class', 'CAR conv1 (all)', 'labels conv1', 'greedy conv1', 'curves conv1',
-         'held-out accuracy conv1']
+        ['accuracy per class', 'CAR conv1 (all)', 'color responses conv1', 'labels conv1',
+         'greedy conv1', 'curves conv1']
     """
     from . import heldout, retraining
 
@@ -44,6 +44,7 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
         halves = ("selection", "test", "all") if split else ("all",)  # "all": the halves' shards summed
         for images in halves:
             yield f"CAR {layer} ({images})", lambda layer=layer, images=images: study.car_per_class(layer, images)
+        yield f"color responses {layer}", lambda layer=layer: study.color_responses(layer)
         yield f"labels {layer}", lambda layer=layer: study.labels(layer)
     for layer in layers:
         yield f"greedy {layer}", lambda layer=layer: study.greedy(layer)
