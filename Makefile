@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256
 TORCH_HALF := torch|torchvision|torch-pruning
 COMMON_DEPS := $(shell grep -E '^numpy==' requirements.txt) pillow jinja2 markupsafe typing-extensions
 
-.PHONY: help setup chromium test test-fast test-faults notebooks reproduce report bench clean-results
+.PHONY: help setup chromium test test-fast test-faults notebooks reproduce precompute report bench clean-results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ test-faults: setup ## every fault-injection trial: greedy runs and ranks killed 
 
 reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|full|imagenet|paper|smoke]
 	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE)
+
+precompute: setup ## a long profile's tables ahead of the notebooks, resumable: make precompute PROFILE=full [STATUS=1]
+	$(BIN)/python -m carlib.analysis.precompute --profile $(PROFILE) $(if $(STATUS),--status)
 
 report: setup ## one self-contained HTML page per profile: make report [PROFILE=...] -> report/<profile>/
 	$(BIN)/python -m carlib.analysis.report --profile $(PROFILE)
