@@ -2,11 +2,11 @@
 
 ``python -m carlib.analysis.precompute --profile full`` computes every table the notebooks read:
 the per-class accuracy, then for ``conv1`` then ``conv2`` the per-class CAR (on each half with
-``held_out_orders``), the response color index and the three-class labels, then per layer the greedy loop, the curves on
-the greedy images and the held-out accuracy of notebooks 02/03, with ``held_out_orders`` the
-selection-half orders, the test-half curves and the paired tests, the greedy loop on disjoint
-parts of the greedy images (with ``replicates``), then, for the layers the profile retrains
-(``retrain``), the retraining runs and Deep Compression of notebook 06.
+``held_out_orders``), the response color index and the three-class labels, then per layer the
+greedy loop, the curves on the greedy images and the held-out accuracy of notebooks 02/03, with
+``held_out_orders`` the selection-half orders, the test-half curves and the paired tests, the
+greedy loop on disjoint parts of the greedy images (with ``replicates``), then, for the layers
+the profile retrains (``retrain``), the retraining runs and Deep Compression of notebook 06.
 Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
 curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
 ``--status`` shows which steps are cached and the greedy journals' steps, computing nothing.
@@ -97,16 +97,15 @@ def status(profile: str, layers: tuple[str, ...] = ("conv1", "conv2")) -> pd.Dat
 
     Returns:
         One row per step: ``step``, ``state`` (``"cached"`` or ``"to compute"``) and
-        ``first_missing`` (the table the step would compute first). ``attrs["parts"]``: the
-        cached parts (CAR shards, curves per order, retraining runs) under
-        ``results/<profile>/parts/``, of finished tables and of those a resumed run completes; ``attrs["journals"]``: each greedy journal there, with the
-        steps it holds (a resumed run starts after them).
+        ``first_missing`` (the table the step would compute first). ``attrs["parts"]``: how many
+        parts (CAR shards, curves per order, retraining runs) are cached under
+        ``results/<profile>/parts/``, of finished tables and of those a resumed run completes;
+        ``attrs["journals"]``: each greedy journal there, with the steps it holds (a resumed run
+        starts after them).
 
     Example:
-        >>> status("full")[["step", "state"]].head(2)  # doctest: +SKIP
-                     step   state
-        0  accuracy per class  cached
-        1  CAR conv1 (selection)  cached
+        >>> status("full").loc[0, ["step", "state"]].tolist()  # doctest: +SKIP
+        ['accuracy per class', 'cached']
     """
     study = Study(profile, progress=False)
     cached = study.cache.table
