@@ -10,6 +10,7 @@ import pytest
 import carlib.analysis.study as E
 from carlib import car_index, greedy_prune
 from carlib.analysis import heldout
+from carlib.analysis.cached_study import CachedStudy
 from carlib.analysis.precompute import precompute, status
 from carlib.baselines import car_order
 from carlib.errors import CarlibError
@@ -139,15 +140,7 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
                      "test curves conv1", "paired tests conv1", "replicates conv1"]
     assert (tmp_path / "mini" / "test_curves_conv1.csv").is_file()
     # the notebooks' tables are then read, none computed
-    study = E.Study("mini", progress=False)
-    cached = study.cache.table
-
-    def read_only(name, compute, **params):
-        def refuse():
-            raise AssertionError(f"{name} was not precomputed")
-        return cached(name, refuse, **params)
-
-    monkeypatch.setattr(study.cache, "table", read_only)
+    study = CachedStudy("mini", progress=False)  # a table not precomputed raises MissingTable
     study.accuracy_per_class(), study.car("conv1"), study.greedy("conv1"), study.labels("conv1")
     study.color_responses("conv1")
     study.curves("conv1"), study.heldout_accuracy("conv1")

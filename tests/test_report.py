@@ -68,14 +68,3 @@ def test_report_refuses_missing_or_stale_results(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no figures in figures/smoke/" in err and "make reproduce" in err
     assert not (tmp_path / "x.html").exists()
-
-
-@requires_tiny
-def test_cached_study_never_computes(tmp_path, monkeypatch):
-    import carlib.analysis.study as S
-
-    monkeypatch.setattr(S, "results_dir", lambda name: tmp_path)
-    study = R.CachedStudy("smoke", progress=False)
-    with pytest.raises(CarlibError, match=r"car_per_class_conv1.csv is missing or was computed from other inputs"):
-        study.car("conv1")
-    assert not list(tmp_path.iterdir())

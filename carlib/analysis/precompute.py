@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from ..errors import CarlibError
+from .cached_study import CachedStudy, MissingTable
 from .study import Study
 
 __all__ = ["plan", "precompute", "status", "main"]
@@ -84,10 +85,6 @@ def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, pr
         log(f"[{(time.time() - t0) / 60:6.1f} min] {what}: {time.time() - t:.0f} s")
 
 
-class _Missing(Exception):
-    """A table :func:`status` would have had to compute."""
-
-
 def status(profile: str, layers: tuple[str, ...] = ("conv1", "conv2")) -> pd.DataFrame:
     """Where a (long) run stands: every step of :func:`plan`, read from the cache, nothing computed.
 
@@ -107,22 +104,14 @@ def status(profile: str, layers: tuple[str, ...] = ("conv1", "conv2")) -> pd.Dat
         >>> status("full").loc[0, ["step", "state"]].tolist()  # doctest: +SKIP
         ['accuracy per class', 'cached']
     """
-    study = Study(profile, progress=False)
-    cached = study.cache.table
-
-    def read_only(name, compute, **params):
-        def refuse():
-            raise _Missing(name)
-        return cached(name, refuse, **params)
-
-    study.cache.table = read_only  # this study's cache alone: nothing is computed or written
+    study = CachedStudy(profile, progress=False)  # nothing is computed or written
     rows = []
     for what, call in plan(study, layers):
         try:
             call()
             rows.append({"step": what, "state": "cached", "first_missing": ""})
-        except _Missing as e:
-            rows.append({"step": what, "state": "to compute", "first_missing": str(e)})
+        except MissingTable as e:
+            rows.append({"step": what, "state": "to compute", "first_missing": e.name})
     out = pd.DataFrame(rows)
     out.attrs["parts"] = len(list((study.dir / "parts").rglob("*.csv")))
     out.attrs["journals"] = {str(j.relative_to(study.dir)): sum(1 for _ in j.open()) - 1  # less the header

@@ -16,13 +16,13 @@ import html
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from ..errors import CarlibError
 from ..files import write_text_atomic
 from ..paths import REPO_ROOT, WEIGHTS_DIR, figures_dir
+from .cached_study import CachedStudy
 from .profiles import PROFILES, get_profile
 from .study import Study
 from .summaries import (accuracy_at, color_counts, color_counts_table, heldout_summary,
@@ -40,26 +40,6 @@ CLAIMS: dict[str, str] = {
     "06_compression": "at half the filters CAR beats the best benchmark by 26 (conv1) and 20 (conv2) points; "
                       "with weight pruning and sharing the layer shrinks 42x at close to the original accuracy",
 }
-
-
-class CachedStudy(Study):
-    """A :class:`Study` that only reads cached tables (never computes one).
-
-    Raises:
-        CarlibError: a table is missing or was computed from other inputs.
-
-    Example:
-        >>> CachedStudy("smoke").car("conv1")  # doctest: +SKIP
-    """
-
-    def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
-        """The cached table ``name``; never ``compute()``: a clear error instead."""
-
-        def missing() -> pd.DataFrame:
-            raise CarlibError(f"results/{self.profile.name}/{name}.csv is missing or was computed from "
-                              f"other inputs; run `make reproduce PROFILE={self.profile.name}` first")
-
-        return self.cache.table(name, missing, **params)
 
 
 def _pct(x: float) -> str:
