@@ -271,20 +271,19 @@ def deep_compression(study: Study, layer: str) -> pd.DataFrame:
         small = prune_filters(study.model, study.plan(layer), order)
         rows = [row(study.model, "unpruned", compression_row(study.model, path)),
                 row(small, "filters", compression_row(small, path, original=original))]
-        for sparsity in R["sparsities"]:
-            for bits in R["bits"]:
-                def setting(sparsity=float(sparsity), bits=int(bits)) -> pd.DataFrame:
-                    net, r = deep_compress(small, path, train, sparsity=sparsity, bits=bits, config=cfg,
-                                           work_dir=work, original=original, progress=study.progress)
-                    for f in Path(work).glob("*.ckpt.pt"):
-                        f.unlink()
-                    return pd.DataFrame([row(net, "deep", r)])
-                # each setting cached on its own: an interrupted grid resumes at the first missing one
-                part = study.table(f"parts/deep_compression_{layer}_{float(sparsity):g}_{int(bits)}b", setting,
-                                   layer=layer, order=order, sparsity=float(sparsity), bits=int(bits),
-                                   epochs=R["epochs"], per_class=R.get("per_class"), batch_size=R["batch_size"],
-                                   lr=FINETUNE_LR, test=comparison_images(study))
-                rows.extend(part.to_dict("records"))
+        for sparsity, bits in ((float(s), int(b)) for s in R["sparsities"] for b in R["bits"]):
+            def setting(sparsity=sparsity, bits=bits) -> pd.DataFrame:
+                net, r = deep_compress(small, path, train, sparsity=sparsity, bits=bits, config=cfg,
+                                       work_dir=work, original=original, progress=study.progress)
+                for f in Path(work).glob("*.ckpt.pt"):
+                    f.unlink()
+                return pd.DataFrame([row(net, "deep", r)])
+            # each setting cached on its own: an interrupted grid resumes at the first missing one
+            part = study.table(f"parts/deep_compression_{layer}_{sparsity:g}_{bits}b", setting, layer=layer,
+                               order=order, sparsity=sparsity, bits=bits, epochs=R["epochs"],
+                               per_class=R.get("per_class"), batch_size=R["batch_size"], lr=FINETUNE_LR,
+                               test=comparison_images(study))
+            rows.extend(part.to_dict("records"))
         return pd.DataFrame(rows)
 
     return study.table(f"deep_compression_{layer}", compute, layer=layer, order=order,
