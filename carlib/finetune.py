@@ -68,13 +68,14 @@ def finetune_config(epochs: int = 1, *, lr: float = FINETUNE_LR, seed: int = 0,
 
 def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = None,
              config: TrainConfig | None = None, *, work_dir: str | Path, name: str = "finetune",
-             progress: bool = True) -> tuple[nn.Module, pd.DataFrame]:
+             progress: bool = True, checkpoint_every: int = 200) -> tuple[nn.Module, pd.DataFrame]:
     """Fine-tune a copy of ``model`` on ``train`` for ``config.epochs`` epochs on the CPU, resumably.
 
-    After every epoch a checkpoint (``<work_dir>/<name>.ckpt.pt``) and the log so far
-    (``<work_dir>/<name>.log.csv``) are written atomically. Called again with the same model,
-    images and configuration, the run resumes after the last finished epoch and ends with the
-    weights an uninterrupted run ends with (bit for bit, on the same machine and threads).
+    After every epoch, and every ``checkpoint_every`` optimizer steps within one, a checkpoint
+    (``<work_dir>/<name>.ckpt.pt``) is written atomically, and after every epoch the log so far
+    (``<work_dir>/<name>.log.csv``). Called again with the same model, images and configuration,
+    the run resumes from the last checkpoint and ends with the weights an uninterrupted run ends
+    with (bit for bit, on the same machine and threads).
 
     Args:
         model: the network to start from (not modified): plain, physically pruned, and/or with
@@ -86,6 +87,8 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
         work_dir: the folder of the checkpoint and log (created).
         name: the run's name (file stem in ``work_dir``).
         progress: show a tqdm bar per epoch.
+        checkpoint_every: optimizer steps between checkpoints within an epoch (0: at the ends
+            of epochs only; one epoch of Tiny ImageNet in batches of 128 is 781 steps).
 
     Returns:
         ``(model, log)``: the fine-tuned copy (on the CPU, in eval mode), and one row per epoch (``epoch``,
@@ -101,6 +104,8 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
         ...                       config=finetune_config(2), work_dir="runs/ft")   # doctest: +SKIP
     """
     cfg = config or finetune_config()
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise CarlibError(f"checkpoint_every must be an integer of at least 0, got {checkpoint_every!r}")
     work = Path(work_dir)
     try:
         work.mkdir(parents=True, exist_ok=True)
@@ -126,7 +131,7 @@ def finetune(model: nn.Module, train: ImageDataset, val: ImageDataset | None = N
     torch.manual_seed(cfg.seed)
     try:
         rows, _ = run_epochs(tuned, train, val, cfg, ckpt_path=ckpt_path, log_path=log_path, key=key,
-                             progress=progress)
+                             progress=progress, checkpoint_every=checkpoint_every)
     finally:
         torch.set_num_threads(threads)
     diverged = [r["epoch"] for r in rows if not math.isfinite(r["train_loss"])]

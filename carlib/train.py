@@ -122,15 +122,17 @@ def sgd_one_cycle(model: nn.Module, cfg: TrainConfig,
 
 def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, cfg: TrainConfig,
                *, ckpt_path: Path, log_path: Path, key: dict | None = None,
-               progress: bool = True) -> tuple[list[dict], float]:
+               progress: bool = True, checkpoint_every: int = 200) -> tuple[list[dict], float]:
     """Train ``model`` in place for ``cfg.epochs`` epochs with the recipe, resumably.
 
     Every epoch shuffles the images with a generator seeded by ``cfg.seed`` and the epoch,
     augments them (:func:`augment`), takes one optimizer step per batch (:func:`sgd_one_cycle`,
     label-smoothed cross-entropy), evaluates on ``val`` when given, then atomically writes a
     checkpoint (model, optimizer, schedule, torch's random state, log) to ``ckpt_path`` and the
-    log so far to ``log_path`` (CSV). A checkpoint whose ``key`` matches is resumed: a run
-    killed between epochs and started again ends with the weights of an uninterrupted run.
+    log so far to ``log_path`` (CSV). Every ``checkpoint_every`` optimizer steps within an
+    epoch the checkpoint is also written, with the step, the epoch's shuffling and augmentation
+    generator and its running sums. A checkpoint whose ``key`` matches is resumed: a run killed
+    at any point and started again ends with the weights of an uninterrupted run.
 
     Args:
         model: the network, trained in place (channels-last inputs).
@@ -141,6 +143,8 @@ def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, 
         log_path: the per-epoch log (``.csv``).
         key: what must match for a checkpoint to be resumed (default ``asdict(cfg)``).
         progress: show a tqdm bar and a JSON line (the log row) per epoch.
+        checkpoint_every: optimizer steps between checkpoints within an epoch (0: at the ends
+            of epochs only).
 
     Returns:
         ``(log_rows, train_seconds)``: one dict per epoch, and the seconds spent in all epochs.
@@ -156,7 +160,7 @@ def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, 
     opt, sched = sgd_one_cycle(model, cfg, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    start_epoch, log_rows, elapsed = 0, [], 0.0
+    start_epoch, log_rows, elapsed, within = 0, [], 0.0, None
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if state.get("config") == key:
@@ -166,16 +170,28 @@ def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, 
             if "rng" in state:
                 torch.set_rng_state(state["rng"])
             start_epoch, log_rows, elapsed = state["epoch"], state["log"], state["elapsed"]
-            print(f"resuming from epoch {start_epoch} ({ckpt_path})", file=sys.stderr)
+            within = state.get("within")  # a checkpoint written inside epoch start_epoch + 1
+            where = f", step {within['step']} of epoch {start_epoch + 1}" if within else ""
+            print(f"resuming from epoch {start_epoch}{where} ({ckpt_path})", file=sys.stderr)
+
+    def save(epoch_done: int, inside: dict | None) -> None:
+        _save_atomic({"config": key, "model": model.state_dict(), "opt": opt.state_dict(),
+                      "sched": sched.state_dict(), "epoch": epoch_done, "log": log_rows,
+                      "elapsed": elapsed, "rng": torch.get_rng_state(), "within": inside}, ckpt_path)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(train), generator=gen).numpy()
-        tot_loss = tot_correct = seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, mininterval=30.0)
+        tot_loss, tot_correct, seen, first, before = 0.0, 0, 0, 0, 0.0
+        if within is not None:  # the same order; the generator where the augmentation left it
+            gen.set_state(within["gen"])
+            first, before = within["step"], within["seconds"]
+            tot_loss, tot_correct, seen = within["loss"], within["correct"], within["seen"]
+            within = None
+        bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, mininterval=30.0, initial=first, total=steps_per_epoch)
         for s in bar:
             idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             x = augment(train.images[idx], gen, cfg.pad, train)
@@ -191,19 +207,22 @@ def run_epochs(model: nn.Module, train: ImageDataset, val: ImageDataset | None, 
             seen += len(idx)
             if s % 50 == 0:
                 bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_correct / seen:.3f}")
+            if checkpoint_every and (s + 1) % checkpoint_every == 0 and s + 1 < steps_per_epoch:
+                save(epoch, {"step": s + 1, "gen": gen.get_state(), "loss": tot_loss,
+                             "correct": tot_correct, "seen": seen,
+                             "seconds": before + time.time() - t0})
         row = {"epoch": epoch + 1, "train_loss": round(tot_loss / seen, 4),
                "train_top1": round(tot_correct / seen, 4)}
         if val is not None:
             top1, top5 = evaluate(model, val)
             row.update(val_top1=round(top1, 4), val_top5=round(top5, 4))
-        elapsed += time.time() - t0
-        row.update(lr_end=float(sched.get_last_lr()[0]), seconds=round(time.time() - t0, 1))
+        seconds = before + time.time() - t0
+        elapsed += seconds
+        row.update(lr_end=float(sched.get_last_lr()[0]), seconds=round(seconds, 1))
         log_rows.append(row)
         if progress:  # one JSON line per epoch, silenced with the bars
             print(json.dumps(row), file=sys.stderr, flush=True)
-        _save_atomic({"config": key, "model": model.state_dict(), "opt": opt.state_dict(),
-                      "sched": sched.state_dict(), "epoch": epoch + 1, "log": log_rows,
-                      "elapsed": elapsed, "rng": torch.get_rng_state()}, ckpt_path)
+        save(epoch + 1, None)
         with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(log_rows[0]))
             w.writeheader()

@@ -49,6 +49,34 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, m
     assert not list((tmp_path / "b").glob("*.tmp*"))
 
 
+def test_a_run_killed_inside_an_epoch_resumes_from_the_last_step_checkpoint(tmp_path, monkeypatch, capsys):
+    data = prototype_images()
+    whole, whole_log = finetune(_start(), data, data, CFG, work_dir=tmp_path / "a", progress=False)
+    calls = {"n": 0}
+    augment = T.augment
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:  # 4 batches per epoch: the fourth batch of epoch 2
+            raise KeyboardInterrupt
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(T, "augment", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_start(), data, data, CFG, work_dir=tmp_path / "b", progress=False, checkpoint_every=2)
+    monkeypatch.setattr(T, "augment", augment)
+    torch.manual_seed(123)
+    resumed, log = finetune(_start(), data, data, CFG, work_dir=tmp_path / "b", progress=False,
+                            checkpoint_every=2)
+    assert "resuming from epoch 1, step 2 of epoch 2" in capsys.readouterr().err
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    cols = ["epoch", "train_loss", "train_top1", "val_top1", "val_top5", "lr_end"]
+    assert log[cols].equals(whole_log[cols]) and len(log) == 3
+    with pytest.raises(CarlibError, match="checkpoint_every must be an integer of at least 0"):
+        finetune(_start(), data, data, CFG, work_dir=tmp_path / "c", checkpoint_every=-1)
+
+
 def test_another_start_or_config_starts_over(tmp_path, capsys):
     data = prototype_images()
     cfg = finetune_config(1, lr=0.05, batch_size=8, threads=1)
