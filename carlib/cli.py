@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--work-dir", type=Path, default=None,
                    help="folder of the per-epoch checkpoint <stem>.ckpt.pt and log <stem>.log.csv "
                         "(default: the folder of --out); a run started again resumes from it")
+    f.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS",
+                   help="optimizer steps between checkpoints within an epoch (default 200; "
+                        "0: at the ends of epochs only)")
 
     c = sub.add_parser("car", help="the CAR index of every filter of a layer")
     _add_common(c)
@@ -266,6 +269,9 @@ def _finetune(args: argparse.Namespace) -> None:
     if args.per_class_images is not None and args.per_class_images < 1:
         raise CarlibError(f"--per-class-images must be at least 1, got {args.per_class_images}; "
                           "leave it out to use every image")
+    if args.checkpoint_every < 0:
+        raise CarlibError(f"--checkpoint-every must be at least 0, got {args.checkpoint_every}; "
+                          "0 writes checkpoints at the ends of epochs only")
     out = check_writable(args.out)
     work = args.work_dir or out.parent
     if work.exists() and not work.is_dir():
@@ -275,7 +281,7 @@ def _finetune(args: argparse.Namespace) -> None:
                          progress=not args.quiet)
     val = None if args.no_val else load_dataset("tiny-imagenet", "val", progress=not args.quiet)
     tuned, log = finetune(model, train, val, cfg, work_dir=work, name=out.stem,
-                          progress=not args.quiet)
+                          progress=not args.quiet, checkpoint_every=args.checkpoint_every)
     save_checkpoint(tuned.state_dict(), out)
     last = log.iloc[-1]
     acc = "" if val is None else f"; val top-1 {last['val_top1']:.4f}, top-5 {last['val_top5']:.4f}"

@@ -11,6 +11,7 @@ import torch
 
 from carlib import AlexNetTiny
 from carlib.cli import main
+from carlib.errors import CarlibError
 from test_data import make_tiny
 
 
@@ -244,10 +245,28 @@ def test_finetune_a_pruned_network(capsys, env):
     assert not torch.equal(tuned.features[0].weight, load_alexnet_tiny(small).features[0].weight)
 
 
+def test_finetune_passes_checkpoint_every_through(capsys, env, monkeypatch):
+    import carlib.finetune
+
+    seen = {}
+
+    def fake(model, train, val, cfg, **kwargs):
+        seen.update(kwargs)
+        raise CarlibError("stopped after the arguments were seen")
+
+    monkeypatch.setattr(carlib.finetune, "finetune", fake)
+    tmp, weights = env
+    code, out, err = run(capsys, "finetune", "--weights", str(weights), "--out", str(tmp / "t.pt"),
+                         "--per-class-images", "1", "--no-val", "--checkpoint-every", "7", "--quiet")
+    assert code == 2 and "stopped after the arguments were seen" in err
+    assert seen["checkpoint_every"] == 7
+
+
 @pytest.mark.parametrize("extra,words", [
     (["--epochs", "0"], "epochs must be an integer of at least 1"),
     (["--lr", "-1"], "lr must be a positive number"),
     (["--per-class-images", "0"], "--per-class-images must be at least 1"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be at least 0"),
     (["--weights", "missing.pt"], "not found"),
     (["--out", "no/such/folder/t.pt"], "does not exist"),
 ])
