@@ -41,6 +41,12 @@ def test_retraining_and_compression_figures():
     fig = T.retraining(summary, "conv1", 32)
     at = {t.get_text(): y for t, y in zip(fig.axes[0].get_yticklabels(), fig.axes[0].get_yticks())}
     assert at["car-greedy"] > at["taylor"]  # the table's first criterion on top
+    assert not any(line.get_linestyle() == "--" for line in fig.axes[0].get_lines())
+    plt.close(fig)
+    fig = T.retraining(summary, "conv1", 32, unpruned=0.412)
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]
+    np.testing.assert_allclose(line.get_xdata(), [41.2, 41.2])
+    assert "unpruned (41.2 %)" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     plt.close(fig)
     dc = pd.DataFrame({"stage": ["unpruned", "filters", "deep"], "factor": [1.0, 2.0, 43.0],
                        "accuracy": [0.47, 0.34, 0.12], "low": [0.43, 0.30, 0.10], "high": [0.51, 0.38, 0.15],

@@ -66,7 +66,7 @@ def test_curves(curves: pd.DataFrame, layer: str, n_filters: int) -> Figure:
     return fig
 
 
-def retraining(summary: pd.DataFrame, layer: str, depth: int) -> Figure:
+def retraining(summary: pd.DataFrame, layer: str, depth: int, unpruned: float | None = None) -> Figure:
     """Test accuracy of each retrained criterion before and after retraining (mean over seeds;
     the bar: the range over seeds after).
 
@@ -74,6 +74,7 @@ def retraining(summary: pd.DataFrame, layer: str, depth: int) -> Figure:
         summary: :func:`carlib.analysis.retraining.retraining_summary`.
         layer: the layer's role.
         depth: filters pruned.
+        unpruned: the unpruned network's accuracy on the same images (a dashed line), if given.
 
     Returns:
         The figure.
@@ -88,10 +89,13 @@ def retraining(summary: pd.DataFrame, layer: str, depth: int) -> Figure:
     ax.hlines(y, 100 * summary["after_min"], 100 * summary["after_max"], color="crimson", lw=3, alpha=0.4)
     for yi, b, a in zip(y, summary["before"], summary["after"]):
         ax.annotate("", (100 * a, yi), (100 * b, yi), arrowprops={"arrowstyle": "->", "color": "black", "lw": 0.8})
+    if unpruned is not None:
+        ax.axvline(100 * unpruned, color="black", ls="--", lw=0.8, label=f"unpruned ({100 * unpruned:.1f} %)")
     ax.set_yticks(y, summary["criterion"])
     n = int(summary["n_images"].iloc[0])
     ax.set(xlabel="top-1 accuracy (%)", title=f"{layer}, {depth} filters pruned: {n:,} test images")
-    ax.legend(fontsize=8, loc="lower right")
+    # outside the axes: the points span the whole width
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig
 
 
