@@ -54,8 +54,8 @@ test-faults: setup ## every fault-injection trial: greedy runs and ranks killed 
 reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|full|imagenet|paper|smoke]
 	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE)
 
-precompute: setup ## a long profile's tables ahead of the notebooks, resumable: make precompute PROFILE=full [STATUS=1]
-	$(BIN)/python -m carlib.analysis.precompute --profile $(PROFILE) $(if $(STATUS),--status)
+precompute: setup ## a long profile's tables ahead of the notebooks, resumable: make precompute PROFILE=full [STATUS=1] [LAYERS=conv2] [STEPS=replicates]
+	$(BIN)/python -m carlib.analysis.precompute --profile $(PROFILE) $(if $(STATUS),--status) $(if $(LAYERS),--layers "$(LAYERS)") $(if $(STEPS),--steps "$(STEPS)")
 
 report: setup ## one self-contained HTML page per profile: make report [PROFILE=...] -> report/<profile>/
 	$(BIN)/python -m carlib.analysis.report --profile $(PROFILE)

@@ -14,7 +14,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import CarlibError
 from .faults import crash_point
@@ -134,7 +134,7 @@ def check_writable(path: str | Path) -> Path:
 
 
 @contextmanager
-def file_lock(name: str | Path) -> Iterator[None]:
+def file_lock(name: str | Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock, across processes, on ``name`` for the duration of the block.
 
     Used around work that two processes must not do at once, e.g. extracting an archive into
@@ -145,6 +145,8 @@ def file_lock(name: str | Path) -> Iterator[None]:
 
     Args:
         name: what is locked, usually the path the work writes.
+        waiting: called once, before blocking, when another holder has the lock (e.g. to say
+            what the process waits for); not called when the lock is free.
 
     Example:
         >>> with file_lock("/tmp/some/target"):
@@ -158,7 +160,12 @@ def file_lock(name: str | Path) -> Iterator[None]:
     digest = hashlib.sha256(str(Path(name).absolute()).encode()).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"carlib-{digest}.lock"
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

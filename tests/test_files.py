@@ -56,3 +56,27 @@ def test_file_lock_serializes_holders(tmp_path):
         t.join()
     assert events[0][0] == events[1][0] and events[2][0] == events[3][0]  # never interleaved
     assert not list(tmp_path.iterdir())  # nothing beside the target
+
+
+def test_file_lock_says_when_it_waits(tmp_path):
+    import threading
+
+    said = []
+    with file_lock(tmp_path / "free", waiting=lambda: said.append("free")):
+        pass
+    assert said == []  # a free lock: no message
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with file_lock(tmp_path / "busy"):
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(10)
+    threading.Timer(0.2, done.set).start()
+    with file_lock(tmp_path / "busy", waiting=lambda: said.append("busy")):
+        assert done.is_set()  # entered only after the holder let go
+    t.join(10)
+    assert said == ["busy"]

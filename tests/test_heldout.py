@@ -11,7 +11,7 @@ import carlib.analysis.study as E
 from carlib import car_index, greedy_prune
 from carlib.analysis import heldout
 from carlib.analysis.cached_study import CachedStudy
-from carlib.analysis.precompute import precompute, status
+from carlib.analysis.precompute import STEPS, precompute, status, step_kind
 from carlib.baselines import car_order
 from carlib.errors import CarlibError
 from carlib.reference import accuracy_counts_naive
@@ -153,6 +153,15 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     assert (cut.loc["test curves conv1", "state"], cut.loc["test curves conv1", "first_missing"]) == (
         "to compute", "test_curves_conv1")
     assert (cut.drop("test curves conv1")["state"] == "cached").all() and cut.attrs["parts"] > 8
+    # --steps: only the steps of those kinds run (every step has a kind, in the order of STEPS)
+    kinds = [step_kind(s) for s in cut.index]
+    assert kinds == sorted(kinds, key=STEPS.index) and set(kinds) == set(STEPS) - {"retraining", "deep compression"}
+    lines.clear()
+    precompute("mini", ("conv1",), progress=False, log=lines.append, steps=("test curves", "labels"))
+    assert [line.split("] ", 1)[1].rsplit(":", 1)[0] for line in lines] == ["labels conv1", "test curves conv1"]
+    assert (status("mini", ("conv1",))["state"] == "cached").all()
+    with pytest.raises(CarlibError, match="unknown step 'curve'; choose among: accuracy per class, CAR"):
+        precompute("mini", ("conv1",), progress=False, steps=("curve",))
 
 
 def test_profiles_without_halves_refuse_them_and_keep_their_cache_keys():
@@ -170,3 +179,6 @@ def test_precompute_command_line_refuses_a_bad_device_in_one_line(capsys):
     assert main(["--profile", "smoke", "--device", "tpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("carlib: error: ") and err.count("\n") == 1 and "unknown device 'tpu'" in err
+    assert main(["--profile", "smoke", "--steps", "greedy,replicate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("carlib: error: unknown step 'replicate'; choose among: ") and err.count("\n") == 1

@@ -8,13 +8,14 @@ it took. Both are written atomically.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from ..files import write_text_atomic
+from ..files import file_lock, write_text_atomic
 from ..tables import read_table, write_table
 
 __all__ = ["ResultCache"]
@@ -41,24 +42,42 @@ class ResultCache:
         self.force = force
 
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
-        """``<name>.csv`` if computed with the same key and ``params``, else ``compute()`` (stored)."""
+        """``<name>.csv`` if computed with the same key and ``params``, else ``compute()`` (stored).
+
+        Two processes sharing the folder never compute one table at once: the second waits
+        for the first (saying so on stderr) and then reads its table.
+        """
         path = self.folder / f"{name}.csv"
         meta_path = self.folder / f"{name}.json"
         key = dict(self.key, name=name, params={k: str(v) for k, v in params.items()})
         key = json.loads(json.dumps(key))  # tuples become lists, as in the stored sidecar
-        if not self.force and path.is_file() and meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("key") == key:
-                df = read_table(path)
-                df.attrs.update(meta.get("attrs", {}))
-                return df
-        t0 = time.time()
-        df = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_table(df, path)
-        attrs = {k: v for k, v in df.attrs.items() if isinstance(v, (int, float, str))}
-        write_text_atomic(meta_path, json.dumps({"key": key, "attrs": attrs,
-                                                 "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
+        if not self.force and (df := self._cached(path, meta_path, key)) is not None:
+            return df
+
+        def waiting() -> None:
+            print(f"carlib: another process is computing {path}; waiting for it", file=sys.stderr, flush=True)
+
+        with file_lock(path, waiting=waiting):
+            if not self.force and (df := self._cached(path, meta_path, key)) is not None:
+                return df  # computed by the process this one waited for
+            t0 = time.time()
+            df = compute()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_table(df, path)
+            attrs = {k: v for k, v in df.attrs.items() if isinstance(v, (int, float, str))}
+            write_text_atomic(meta_path, json.dumps({"key": key, "attrs": attrs,
+                                                     "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
+        return df
+
+    @staticmethod
+    def _cached(path: Path, meta_path: Path, key: dict) -> pd.DataFrame | None:
+        if not (path.is_file() and meta_path.is_file()):
+            return None
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key:
+            return None
+        df = read_table(path)
+        df.attrs.update(meta.get("attrs", {}))
         return df
 
     def seconds(self, name: str) -> float | None:

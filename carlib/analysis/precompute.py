@@ -10,6 +10,9 @@ the profile retrains (``retrain``), the retraining runs and Deep Compression of 
 Every table is cached under ``results/<profile>/`` (greedy steps journaled, CAR in shards,
 curves per order), so a killed run restarts where it stopped; progress bars show an ETA.
 ``--status`` shows which steps are cached and the greedy journals' steps, computing nothing.
+``--steps`` runs only some kinds of step (e.g. ``--steps replicates`` beside a run busy with the
+greedy loop): a step computes what it needs first, and two processes never compute one table
+at once (the second waits for the first and reads its table).
 """
 
 from __future__ import annotations
@@ -25,7 +28,30 @@ from ..errors import CarlibError
 from .cached_study import CachedStudy, MissingTable
 from .study import Study
 
-__all__ = ["plan", "precompute", "status", "main"]
+__all__ = ["STEPS", "step_kind", "plan", "precompute", "status", "main"]
+
+#: the kinds of step of :func:`plan`, in its order (a step's description less its layer)
+STEPS = ("accuracy per class", "CAR", "color responses", "labels", "greedy", "curves", "held-out accuracy",
+         "orders", "test curves", "paired tests", "replicates", "retraining", "deep compression")
+
+
+def step_kind(description: str) -> str:
+    """The kind of a step of :func:`plan`: its description without the layer and image set.
+
+    Example:
+        >>> step_kind("CAR conv2 (selection)"), step_kind("deep compression conv1")
+        ('CAR', 'deep compression')
+    """
+    kinds = [k for k in STEPS if description == k or description.startswith(k + " ")]
+    if not kinds:
+        raise CarlibError(f"no kind of step for {description!r}; the kinds are: {', '.join(STEPS)}")
+    return max(kinds, key=len)
+
+
+def _check_steps(steps: tuple[str, ...] | None) -> None:
+    unknown = [s for s in steps or () if s not in STEPS]
+    if unknown:
+        raise CarlibError(f"unknown step {unknown[0]!r}; choose among: {', '.join(STEPS)}")
 
 
 def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator[tuple[str, Callable[[], object]]]:
@@ -63,7 +89,8 @@ def plan(study: Study, layers: tuple[str, ...] = ("conv1", "conv2")) -> Iterator
 
 
 def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, progress: bool = True,
-               log: Callable[[str], None] = print, device: str | None = None) -> None:
+               log: Callable[[str], None] = print, device: str | None = None,
+               steps: tuple[str, ...] | None = None) -> None:
     """Run every step of :func:`plan` (cached ones are read back at once).
 
     Args:
@@ -73,13 +100,22 @@ def precompute(profile: str, layers: tuple[str, ...] = ("conv1", "conv2"), *, pr
         log: where the one-line step reports go.
         device: overrides the profile's device for CAR and the greedy loop (e.g. ``cuda``;
             fine-tuning runs on the CPU); the tables keep their cache keys.
+        steps: only the steps of these kinds (:data:`STEPS`; ``None``: all); each still computes
+            the tables it needs first.
+
+    Raises:
+        CarlibError: a kind not in :data:`STEPS`.
 
     Example:
         >>> precompute("smoke", ("conv1",), progress=False)  # doctest: +SKIP
+        >>> precompute("full", ("conv2",), steps=("replicates",))  # doctest: +SKIP
     """
+    _check_steps(steps)
     study = Study(profile, progress=progress, device=device)
     t0 = time.time()
     for what, call in plan(study, layers):
+        if steps is not None and step_kind(what) not in steps:
+            continue
         t = time.time()
         call()
         log(f"[{(time.time() - t0) / 60:6.1f} min] {what}: {time.time() - t:.0f} s")
@@ -126,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--device", default=None, help="override the profile's device (cpu, cuda, auto)")
     p.add_argument("--status", action="store_true", help="show which steps are cached and stop (computes nothing)")
+    p.add_argument("--steps", default=None,
+                   help=f"comma-separated kinds of step to run (default: all): {', '.join(STEPS)}")
     args = p.parse_args(argv)
+    steps = tuple(s.strip() for s in args.steps.split(",")) if args.steps else None
     try:
+        _check_steps(steps)
         if args.status:
             table = status(args.profile, tuple(args.layers.split(",")))
             print(table.to_string(index=False))
@@ -135,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, steps in table.attrs["journals"].items():
                 print(f"journal {name}: {steps} steps")
             return 0
-        precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet, device=args.device)
+        precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet, device=args.device,
+                   steps=steps)
     except CarlibError as e:
         print(f"carlib: error: {e}", file=sys.stderr)
         return 2
