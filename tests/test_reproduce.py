@@ -67,3 +67,26 @@ def test_strip_noise_renumbers_and_drops_injected_cell(tmp_path):
     shutil.copy(dst, again)
     strip_noise(again)
     assert again.read_text() == dst.read_text()
+
+
+def test_a_long_profile_runs_only_on_precomputed_tables(monkeypatch, capsys):
+    import pandas as pd
+
+    from carlib.analysis import precompute, reproduce
+
+    ran, asked = [], []
+    monkeypatch.setattr(reproduce, "run_notebooks", lambda profile, **kw: ran.append(profile) or 0.0)
+    steps = pd.DataFrame({"step": ["greedy conv1", "greedy conv2", "curves conv2"],
+                          "state": ["cached", "to compute", "to compute"],
+                          "first_missing": ["", "greedy_conv2", "greedy_conv2"]})
+    monkeypatch.setattr(precompute, "status", lambda profile: asked.append(profile) or steps)
+    assert reproduce.main(["--profile", "full"]) == 2 and ran == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "carlib: error: profile 'full' has 2 of 3 steps not computed yet (first: greedy conv2, table greedy_conv2); "
+        "run `make precompute PROFILE=full` first")
+    assert reproduce.main(["--profile", "full", "--compute"]) == 0 and ran == ["full"]
+    assert reproduce.main(["--profile", "default"]) == 0 and ran == ["full", "default"]
+    assert asked == ["full"]  # default is not checked: its notebooks compute in minutes
+    steps["state"] = "cached"
+    assert reproduce.main(["--profile", "full"]) == 0 and ran == ["full", "default", "full"]

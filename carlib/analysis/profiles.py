@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import CarlibError
 
-__all__ = ["Profile", "PROFILES", "get_profile"]
+__all__ = ["Profile", "PROFILES", "PRECOMPUTE_FIRST", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,12 @@ PROFILES: dict[str, Profile] = {
         retrain={"layers": ["conv1", "conv2"], "per_class": None, "epochs": 1, "batch_size": 128,
                  "seeds": [0, 1, 2], "sparsities": [0.5, 0.7, 0.8, 0.9], "bits": [5]}),
 }
+
+
+#: profiles whose tables take hours: ``make reproduce`` runs their notebooks only on tables
+#: precomputed (``python -m carlib.analysis.precompute``: progress bars, resumable), unless told
+#: to compute inside the notebooks (``--compute``)
+PRECOMPUTE_FIRST: tuple[str, ...] = ("full", "paper")
 
 
 def get_profile(name: str) -> Profile:

@@ -6,6 +6,9 @@ For the ``default`` profile the executed notebooks replace the committed ones (s
 the web sees every figure), with run-to-run noise (timings, kernel metadata) stripped and the
 execution counts renumbered 1, 2, 3, ... in cell order (nbval refuses a reference cell that
 has outputs but no execution count, so they cannot simply be removed).
+For the profiles of :data:`~carlib.analysis.profiles.PRECOMPUTE_FIRST` (hours of computing) it
+first checks that every table the notebooks read is cached, and otherwise stops, naming the
+first missing step and the command that computes it (``--compute`` runs the notebooks anyway).
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from pathlib import Path
 
 from ..errors import CarlibError
 from ..paths import REPO_ROOT, figures_dir
-from .profiles import PROFILES, get_profile
+from .profiles import PRECOMPUTE_FIRST, PROFILES, get_profile
 
-__all__ = ["main", "run_notebooks", "strip_noise", "NOTEBOOKS"]
+__all__ = ["main", "run_notebooks", "strip_noise", "check_precomputed", "NOTEBOOKS"]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -63,6 +66,32 @@ def strip_noise(path: Path) -> None:
                 out["execution_count"] = count
             out.get("metadata", {}).pop("needs_background", None)
     nbformat.write(nb, path)
+
+
+def check_precomputed(profile: str) -> None:
+    """Refuse to run the notebooks of a :data:`~carlib.analysis.profiles.PRECOMPUTE_FIRST`
+    profile whose tables are not all cached: inside a notebook they would compute for hours,
+    without progress bars, and not resumably from the notebook.
+
+    Raises:
+        CarlibError: naming how many steps are missing, the first of them and its table, and
+            the command that computes them.
+
+    Example:
+        >>> check_precomputed("default")  # other profiles: nothing checked
+    """
+    if profile not in PRECOMPUTE_FIRST:
+        return
+    from .precompute import status
+
+    table = status(profile)
+    missing = table[table["state"] != "cached"]
+    if len(missing):
+        first = missing.iloc[0]
+        raise CarlibError(
+            f"profile {profile!r} has {len(missing)} of {len(table)} steps not computed yet (first: "
+            f"{first['step']}, table {first['first_missing']}); run `make precompute PROFILE={profile}` "
+            "first (resumable, with progress), or pass --compute to let the notebooks compute them")
 
 
 def run_notebooks(profile: str, *, device: str | None = None, force: bool = False,
@@ -112,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the profiles and exit")
     p.add_argument("--device", default=None, help="override the profile's device")
     p.add_argument("--force", action="store_true", help="recompute cached results")
+    p.add_argument("--compute", action="store_true",
+                   help=f"run the notebooks of {', '.join(PRECOMPUTE_FIRST)} even when tables are missing "
+                        "(they compute them; `python -m carlib.analysis.precompute` is the resumable way)")
     p.add_argument("--no-update", action="store_true",
                    help="do not replace the committed notebooks (default profile only)")
     args = p.parse_args(argv)
@@ -122,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         get_profile(args.profile)
+        if not (args.compute or args.force):
+            check_precomputed(args.profile)
     except CarlibError as exc:
         print(f"carlib: error: {exc}", file=sys.stderr)
         return 2
