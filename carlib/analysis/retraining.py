@@ -239,8 +239,8 @@ def deep_compression(study: Study, layer: str) -> pd.DataFrame:
 
     Returns:
         One row per setting, first the unpruned network (``stage="unpruned"``, factor 1) and
-        the structurally pruned one (``stage="filters"``, before and after its own
-        fine-tuning), then ``stage="deep"`` rows: :func:`carlib.compression.compression_row`'s
+        the structurally pruned one (``stage="filters"``, not fine-tuned: :func:`retraining`
+        fine-tunes it), then ``stage="deep"`` rows: :func:`carlib.compression.compression_row`'s
         columns plus ``stage, criterion, correct, n_images, accuracy, low, high``.
 
     Example:
