@@ -130,3 +130,26 @@ def test_profiles_without_test_images_or_retraining_are_refused(tmp_path, monkey
         heldout.test_curves(flat, "conv1")
     with pytest.raises(CarlibError, match="has no retraining settings"):
         retraining.retraining(flat, "conv1")
+
+
+@requires_tiny
+def test_conv2_is_pruned_retrained_and_compressed_as_conv1(tmp_path, monkeypatch):
+    # the full profile retrains and compresses conv2 too: its consumer (conv3) loses input channels
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    R = {**MINI["retrain"], "layers": ["conv2"], "seeds": [0], "sparsities": [0.5]}
+    study = E.Study("smoke", progress=False, **{**MINI, "greedy_steps": {"conv1": 2, "conv2": 2}, "retrain": R})
+    runs = retraining.retraining(study, "conv2")
+    crits = retraining.retrain_criteria(study, "conv2")
+    assert runs.attrs["depth"] == 2 and len(runs) == len(crits) * 16 and crits[:2] == ["car-greedy", "car-oneshot"]
+    test = study.test_data()
+    orders = heldout.order_lists(study, "conv2")
+    for crit in ("car-greedy", "car-oneshot"):
+        correct, _ = accuracy_counts_naive(study.model, "conv2", test, orders[crit][:2])
+        mine = runs[runs["criterion"] == crit]
+        np.testing.assert_array_equal(mine["before"].to_numpy(),
+                                      retraining.correct_on(prune_filters(study.model, "conv2", orders[crit][:2]), test))
+        assert int(mine["before"].sum()) == int(correct.sum())  # the naive masked network agrees
+    dc = retraining.deep_compression(study, "conv2")
+    assert list(dc["stage"]) == ["unpruned", "filters", "deep"] and dc["criterion"].eq("car-greedy").all()
+    assert list(dc["shape"]) == ["192x64x5x5", "190x64x5x5", "190x64x5x5"]
+    assert dc.loc[2, "sparsity"] == pytest.approx(0.5, abs=0.01) and dc.loc[2, "factor"] > dc.loc[1, "factor"] > 1
