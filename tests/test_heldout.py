@@ -182,3 +182,18 @@ def test_precompute_command_line_refuses_a_bad_device_in_one_line(capsys):
     assert main(["--profile", "smoke", "--steps", "greedy,replicate"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("carlib: error: unknown step 'replicate'; choose among: ") and err.count("\n") == 1
+
+
+@requires_tiny
+def test_curves_compute_the_orders_that_need_no_greedy_run_first(tmp_path, monkeypatch):
+    # so that a second process (precompute --steps curves) computes them while one runs the greedy loop
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    study = E.Study("smoke", progress=False, **MINI)
+    seen, greedy = [], study.greedy
+    monkeypatch.setattr(study, "greedy", lambda layer: seen.append(
+        sorted(p.name for p in (study.dir / "parts").glob(f"curve_{layer}_*.csv"))) or greedy(layer))
+    curves = study.curves("conv1")
+    assert seen[0] == ["curve_conv1_car-oneshot_-1.csv", "curve_conv1_l1_-1.csv", "curve_conv1_random_0.csv"]
+    assert list(curves["method"].unique()) == ["car-greedy", "car-oneshot", "l1", "random"]  # the table's order
+    assert (curves[curves["method"] == "car-greedy"]["filter"].iloc[1:].tolist()
+            == greedy("conv1")["filter"].tolist())

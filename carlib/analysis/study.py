@@ -227,15 +227,13 @@ class Study:
 
         def compute() -> pd.DataFrame:
             eng = Engine(self.model, self.plan(layer), self.greedy_data, device=self.device)
-            greedy = self.greedy(layer)
             orders: list[tuple[str, int, list[int], int]] = [
-                ("car-greedy", -1, list(greedy["filter"]), len(greedy)),
                 ("car-oneshot", -1, car_order(self.oneshot_car(layer)), half),
                 ("l1", -1, l1_order(self.model, self.plan(layer).layer.path), half)]
             orders += [("random", s, random_order(n, s), half) for s in self.profile.random_seeds]
-            parts = []
-            for method, seed, order, depth in orders:
-                def one(order=order, depth=depth) -> pd.DataFrame:
+
+            def curve(method: str, seed: int, order: list[int], depth: int) -> pd.DataFrame:
+                def one() -> pd.DataFrame:
                     return order_curve(self.model, self.plan(layer), self.greedy_data, order, depth,
                                        engine=eng)
                 # long profiles cache each order on its own, so an interrupted run resumes
@@ -243,8 +241,13 @@ class Study:
                                 order=order[:depth]) if self.profile.shard_images else one())
                 c.insert(0, "seed", seed)
                 c.insert(0, "method", method)
-                parts.append(c)
-            return pd.concat(parts, ignore_index=True)
+                return c
+
+            # the orders that need no greedy run first (computed while another process runs it)
+            parts = [curve(*o) for o in orders]
+            greedy = self.greedy(layer)
+            first = curve("car-greedy", -1, list(greedy["filter"]), len(greedy))
+            return pd.concat([first, *parts], ignore_index=True)
 
         return self.table(f"curves_{layer}", compute, layer=layer,
                           depth=self.profile.greedy_steps[layer])
