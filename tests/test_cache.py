@@ -60,3 +60,14 @@ def test_a_second_process_waits_for_the_first_and_reads_its_table(tmp_path, caps
     assert results["first"]["a"].tolist() == results["second"]["a"].tolist() == [7]
     err = capsys.readouterr().err
     assert err.count("another process is computing") == 1 and "t.csv" in err
+
+
+def test_cached_reads_without_computing_or_waiting(tmp_path):
+    from carlib.files import file_lock
+
+    cache = ResultCache(tmp_path, {"profile": "p"})
+    assert cache.cached("t") is None and not list(tmp_path.iterdir())
+    cache.table("t", lambda: pd.DataFrame({"a": [1]}), depth=1)
+    with file_lock(tmp_path / "t.csv"):  # as while another process computes it: never waited for
+        assert cache.cached("t", depth=1)["a"].tolist() == [1]
+        assert cache.cached("t", depth=2) is None  # another key

@@ -48,37 +48,47 @@ class ResultCache:
         for the first (saying so on stderr) and then reads its table.
         """
         path = self.folder / f"{name}.csv"
-        meta_path = self.folder / f"{name}.json"
-        key = dict(self.key, name=name, params={k: str(v) for k, v in params.items()})
-        key = json.loads(json.dumps(key))  # tuples become lists, as in the stored sidecar
-        if not self.force and (df := self._cached(path, meta_path, key)) is not None:
+        if not self.force and (df := self.cached(name, **params)) is not None:
             return df
 
         def waiting() -> None:
             print(f"carlib: another process is computing {path}; waiting for it", file=sys.stderr, flush=True)
 
         with file_lock(path, waiting=waiting):
-            if not self.force and (df := self._cached(path, meta_path, key)) is not None:
+            if not self.force and (df := self.cached(name, **params)) is not None:
                 return df  # computed by the process this one waited for
             t0 = time.time()
             df = compute()
             path.parent.mkdir(parents=True, exist_ok=True)
             write_table(df, path)
             attrs = {k: v for k, v in df.attrs.items() if isinstance(v, (int, float, str))}
-            write_text_atomic(meta_path, json.dumps({"key": key, "attrs": attrs,
-                                                     "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
+            write_text_atomic(self.folder / f"{name}.json",
+                              json.dumps({"key": self._key(name, params), "attrs": attrs,
+                                          "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
         return df
 
-    @staticmethod
-    def _cached(path: Path, meta_path: Path, key: dict) -> pd.DataFrame | None:
+    def cached(self, name: str, **params: object) -> pd.DataFrame | None:
+        """``<name>.csv`` if it was computed with the same key and ``params``, else ``None``;
+        never computes, waits or writes.
+
+        Example:
+            >>> import tempfile
+            >>> ResultCache(Path(tempfile.mkdtemp()), {"profile": "x"}).cached("t") is None
+            True
+        """
+        path, meta_path = self.folder / f"{name}.csv", self.folder / f"{name}.json"
         if not (path.is_file() and meta_path.is_file()):
             return None
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") != key:
+        if meta.get("key") != self._key(name, params):
             return None
         df = read_table(path)
         df.attrs.update(meta.get("attrs", {}))
         return df
+
+    def _key(self, name: str, params: dict) -> dict:
+        key = dict(self.key, name=name, params={k: str(v) for k, v in params.items()})
+        return json.loads(json.dumps(key))  # tuples become lists, as in the stored sidecar
 
     def seconds(self, name: str) -> float | None:
         """How long the cached table ``name`` took to compute (``None`` if unknown)."""

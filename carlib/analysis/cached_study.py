@@ -39,7 +39,7 @@ class CachedStudy(Study):
     def table(self, name: str, compute: Callable[[], pd.DataFrame], **params: object) -> pd.DataFrame:
         """The cached table ``name``; never ``compute()``: :class:`MissingTable` instead."""
 
-        def missing() -> pd.DataFrame:
+        df = self.cache.cached(name, **params)  # no lock: a table being computed is missing, not waited for
+        if df is None:
             raise MissingTable(self.profile.name, name)
-
-        return self.cache.table(name, missing, **params)
+        return df
