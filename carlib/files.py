@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 from .errors import CarlibError
 from .faults import crash_point
 
-__all__ = ["atomic_path", "write_text_atomic", "sha256_file", "check_writable", "file_lock"]
+__all__ = ["atomic_path", "write_text_atomic", "sha256_file", "check_writable", "file_lock", "lock_held"]
 
 
 @contextmanager
@@ -157,9 +157,7 @@ def file_lock(name: str | Path, waiting: Callable[[], None] | None = None) -> It
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    digest = hashlib.sha256(str(Path(name).absolute()).encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / f"carlib-{digest}.lock"
-    with open(path, "a") as handle:
+    with open(_lock_path(name), "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -170,3 +168,32 @@ def file_lock(name: str | Path, waiting: Callable[[], None] | None = None) -> It
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_path(name: str | Path) -> Path:
+    digest = hashlib.sha256(str(Path(name).absolute()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"carlib-{digest}.lock"
+
+
+def lock_held(name: str | Path) -> bool:
+    """Whether a holder has :func:`file_lock` on ``name`` now (e.g. another process computing
+    that table); never waits. ``False`` where ``fcntl`` is missing.
+
+    Example:
+        >>> lock_held("/tmp/some/target")
+        False
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    path = _lock_path(name)
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

@@ -80,3 +80,12 @@ def test_file_lock_says_when_it_waits(tmp_path):
         assert done.is_set()  # entered only after the holder let go
     t.join(10)
     assert said == ["busy"]
+
+
+def test_lock_held_tells_without_waiting(tmp_path):
+    from carlib.files import lock_held
+
+    assert not lock_held(tmp_path / "t")
+    with file_lock(tmp_path / "t"):
+        assert lock_held(tmp_path / "t") and not lock_held(tmp_path / "u")
+    assert not lock_held(tmp_path / "t")

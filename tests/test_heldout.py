@@ -153,6 +153,10 @@ def test_precompute_runs_every_step_once(tmp_path, monkeypatch):
     assert (cut.loc["test curves conv1", "state"], cut.loc["test curves conv1", "first_missing"]) == (
         "to compute", "test_curves_conv1")
     assert (cut.drop("test curves conv1")["state"] == "cached").all() and cut.attrs["parts"] > 8
+    from carlib.files import file_lock
+
+    with file_lock(tmp_path / "mini" / "test_curves_conv1.csv"):  # as while another process computes it
+        assert status("mini", ("conv1",)).set_index("step").loc["test curves conv1", "state"] == "computing"
     # --steps: only the steps of those kinds run (every step has a kind, in the order of STEPS)
     kinds = [step_kind(s) for s in cut.index]
     assert kinds == sorted(kinds, key=STEPS.index) and set(kinds) == set(STEPS) - {"retraining", "deep compression"}

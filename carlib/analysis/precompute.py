@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import pandas as pd
 
 from ..errors import CarlibError
+from ..files import lock_held
 from .cached_study import CachedStudy, MissingTable
 from .study import Study
 
@@ -129,7 +130,8 @@ def status(profile: str, layers: tuple[str, ...] = ("conv1", "conv2")) -> pd.Dat
         layers: the roles.
 
     Returns:
-        One row per step: ``step``, ``state`` (``"cached"`` or ``"to compute"``) and
+        One row per step: ``step``, ``state`` (``"cached"``, ``"to compute"`` or
+        ``"computing"``: another process holds the table's lock now) and
         ``first_missing`` (the table the step would compute first). ``attrs["parts"]``: how many
         parts (CAR shards, curves per order, retraining runs) are cached under
         ``results/<profile>/parts/``, of finished tables and of those a resumed run completes;
@@ -147,7 +149,8 @@ def status(profile: str, layers: tuple[str, ...] = ("conv1", "conv2")) -> pd.Dat
             call()
             rows.append({"step": what, "state": "cached", "first_missing": ""})
         except MissingTable as e:
-            rows.append({"step": what, "state": "to compute", "first_missing": e.name})
+            busy = lock_held(study.dir / f"{e.name}.csv")  # another process computing it now
+            rows.append({"step": what, "state": "computing" if busy else "to compute", "first_missing": e.name})
     out = pd.DataFrame(rows)
     out.attrs["parts"] = len(list((study.dir / "parts").rglob("*.csv")))
     out.attrs["journals"] = {str(j.relative_to(study.dir)): sum(1 for _ in j.open()) - 1  # less the header
