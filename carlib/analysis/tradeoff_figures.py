@@ -127,8 +127,9 @@ def compression_tradeoff(table: pd.DataFrame, layer: str) -> Figure:
         ax.errorbar(t["factor"], y, yerr=err, fmt="o", color=color, label=label, capsize=3)
         if stage == "deep":
             for r in t.itertuples(index=False):
+                # upright beside the point: neighbours on the log axis are close
                 ax.annotate(f"{r.sparsity:.0%}, {r.bits} bit", (r.factor, 100 * r.accuracy), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
+                            xytext=(5, 0), textcoords="offset points", rotation=90, va="center")
     ax.axhline(base - 1, color="black", lw=0.8, ls="--", label="1 point below unpruned")
     ax.set_xscale("log")
     ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200) if t <= 1.5 * float(table["factor"].max())]
