@@ -227,24 +227,19 @@ class Study:
 
         def compute() -> pd.DataFrame:
             eng = Engine(self.model, self.plan(layer), self.greedy_data, device=self.device)
-            orders: list[tuple[str, int, list[int], int]] = [
-                ("car-oneshot", -1, car_order(self.oneshot_car(layer)), half),
-                ("l1", -1, l1_order(self.model, self.plan(layer).layer.path), half)]
+            orders = [("car-oneshot", -1, car_order(self.oneshot_car(layer)), half),
+                      ("l1", -1, l1_order(self.model, self.plan(layer).layer.path), half)]
             orders += [("random", s, random_order(n, s), half) for s in self.profile.random_seeds]
 
             def curve(method: str, seed: int, order: list[int], depth: int) -> pd.DataFrame:
                 def one() -> pd.DataFrame:
-                    return order_curve(self.model, self.plan(layer), self.greedy_data, order, depth,
-                                       engine=eng)
+                    return order_curve(self.model, self.plan(layer), self.greedy_data, order, depth, engine=eng)
                 # long profiles cache each order on its own, so an interrupted run resumes
                 c = (self.table(f"parts/curve_{layer}_{method}_{seed}", one, layer=layer,
                                 order=order[:depth]) if self.profile.shard_images else one())
-                c.insert(0, "seed", seed)
-                c.insert(0, "method", method)
-                return c
+                return c.assign(method=method, seed=seed)[["method", "seed", *c.columns]]
 
-            # the orders that need no greedy run first (computed while another process runs it)
-            parts = [curve(*o) for o in orders]
+            parts = [curve(*o) for o in orders]  # first the orders that need no greedy run
             greedy = self.greedy(layer)
             first = curve("car-greedy", -1, list(greedy["filter"]), len(greedy))
             return pd.concat([first, *parts], ignore_index=True)
