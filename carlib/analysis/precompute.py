@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             table = status(args.profile, tuple(args.layers.split(",")))
             print(table.to_string(index=False))
             print(f"cached parts (shards, curves per order, runs): {table.attrs['parts']}")
-            for name, steps in table.attrs["journals"].items():
-                print(f"journal {name}: {steps} steps")
+            for name, done in table.attrs["journals"].items():
+                print(f"journal {name}: {done} steps")
             return 0
         precompute(args.profile, tuple(args.layers.split(",")), progress=not args.quiet, device=args.device,
                    steps=steps)
