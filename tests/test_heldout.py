@@ -201,3 +201,21 @@ def test_curves_compute_the_orders_that_need_no_greedy_run_first(tmp_path, monke
     assert list(curves["method"].unique()) == ["car-greedy", "car-oneshot", "l1", "random"]  # the table's order
     assert (curves[curves["method"] == "car-greedy"]["filter"].iloc[1:].tolist()
             == greedy("conv1")["filter"].tolist())
+
+
+@requires_tiny
+def test_test_curves_compute_the_orders_that_need_no_greedy_run_first(tmp_path, monkeypatch):
+    # so that a second process (precompute --steps "test curves") computes them beside the greedy
+    # loop; at every depth (full's curves), where no order's last point is read from test_correct
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    study = E.Study("smoke", progress=False, **{**MINI, "curve_points": None})
+    seen, greedy = [], study.greedy
+    monkeypatch.setattr(study, "greedy", lambda layer: seen.append(
+        sorted(p.name for p in (study.dir / "parts").glob(f"test_curve_{layer}_*.csv"))) or greedy(layer))
+    curves = heldout.test_curves(study, "conv1")
+    free = ["car-oneshot", *heldout.ORDER_CRITERIA, "random-0"]
+    assert seen[0] == sorted(f"test_curve_conv1_{k}.csv" for k in free)
+    assert list(curves["criterion"].unique()) == ["car-greedy", *free]  # the orders table's order
+    orders = heldout.order_lists(study, "conv1")
+    for k in free:
+        assert curves[curves["criterion"] == k]["filter"].iloc[1:].tolist() == orders[k][:3]

@@ -75,21 +75,25 @@ def selection_orders(study: Study, layer: str) -> pd.DataFrame:
         >>> selection_orders(Study("full"), "conv1").groupby("criterion").size()  # doctest: +SKIP
     """
     _check(study)
-    n = study.layer(layer).filters
 
     def compute() -> pd.DataFrame:
-        orders = {"car-greedy": [int(f) for f in study.greedy(layer)["filter"]],
-                  "car-oneshot": car_order(study.oneshot_car(layer))}
-        for name in ORDER_CRITERIA:
-            orders[name] = importance_order(name, study.model, study.plan(layer), study.greedy_data,
-                                            device=study.device)
-        for seed in study.profile.random_seeds:
-            orders[f"random-{seed}"] = random_order(n, seed)
+        orders = {"car-greedy": [int(f) for f in study.greedy(layer)["filter"]], **_greedy_free_orders(study, layer)}
         return pd.DataFrame([{"criterion": k, "rank": r, "filter": f}
                              for k, order in orders.items() for r, f in enumerate(order)])
 
     return study.table(f"orders_{layer}", compute, layer=layer,
                        depth=study.profile.greedy_steps[layer], criteria=list(ORDER_CRITERIA))
+
+
+def _greedy_free_orders(study: Study, layer: str) -> dict[str, list[int]]:
+    """Every order of :func:`selection_orders` but ``car-greedy``, in the table's order."""
+    orders = {"car-oneshot": car_order(study.oneshot_car(layer))}
+    for name in ORDER_CRITERIA:
+        orders[name] = importance_order(name, study.model, study.plan(layer), study.greedy_data,
+                                        device=study.device)
+    for seed in study.profile.random_seeds:
+        orders[f"random-{seed}"] = random_order(study.layer(layer).filters, seed)
+    return orders
 
 
 def order_lists(study: Study, layer: str) -> dict[str, list[int]]:
@@ -123,24 +127,33 @@ def test_curves(study: Study, layer: str) -> pd.DataFrame:
     def compute() -> pd.DataFrame:
         held = study.test_data()
         eng = None
-        parts, memo = [], {}  # one engine and one memo of the counts: the unpruned point once
-        orders = order_lists(study, layer)
-        bar = tqdm(orders.items(), total=len(orders), desc=f"test curves {layer}", unit="order",
-                   disable=not study.progress, mininterval=1.0)
-        for name, order in bar:
-            bar.set_postfix_str(name)
-            def one(name=name, order=order) -> pd.DataFrame:
+        memo: dict = {}  # one engine and one memo of the counts: the unpruned point once
+
+        def part(name: str, order: list[int], orders: dict[str, list[int]] | None) -> pd.DataFrame:
+            def one() -> pd.DataFrame:
                 nonlocal eng
                 if eng is None:
                     eng = Engine(study.model, study.plan(layer), held, device=study.device)
-                    if points is not None:  # the last point of every order that reaches it: read once
+                    if orders is not None:  # the last point of every order that reaches it: read once
                         ok = test_correct(study, layer, engine=eng)
                         memo.update({tuple(sorted(orders[k][:depth])): int(ok[k].sum())
                                      for k in ok.columns[2:]})
                 return order_curves(study.model, study.plan(layer), held, {name: order}, depth,
                                     points=points, engine=eng, memo=memo)
-            parts.append(study.table(f"parts/test_curve_{layer}_{name}", one, layer=layer,
-                                     order=order[:depth], points=points, test=test))
+            return study.table(f"parts/test_curve_{layer}_{name}", one, layer=layer,
+                               order=order[:depth], points=points, test=test)
+
+        if points is None:  # every depth: the orders that need no greedy run first, so that
+            # one process computes them while another runs the greedy loop
+            for name, order in _greedy_free_orders(study, layer).items():
+                part(name, order, None)
+        orders = order_lists(study, layer)
+        bar = tqdm(orders.items(), total=len(orders), desc=f"test curves {layer}", unit="order",
+                   disable=not study.progress, mininterval=1.0)
+        parts = []
+        for name, order in bar:
+            bar.set_postfix_str(name)
+            parts.append(part(name, order, orders if points is not None else None))
         return pd.concat(parts, ignore_index=True)
 
     return study.table(f"test_curves_{layer}", compute, layer=layer, depth=depth, points=points, test=test)
