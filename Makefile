@@ -51,8 +51,8 @@ test-fast: setup ## run the unit tests and carlib's docstring examples (no noteb
 test-faults: setup ## every fault-injection trial: greedy runs and ranks killed with SIGKILL, resumed
 	$(BIN)/python -m pytest -q --run-faults tests/test_faults.py tests/test_distributed.py
 
-reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|full|imagenet|paper|smoke] [COMPUTE=1]
-	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE) $(if $(COMPUTE),--compute)
+reproduce: setup ## regenerate every figure: make reproduce [PROFILE=default|full|imagenet|paper|smoke] [COMPUTE=1] [NOTEBOOKS=02,03]
+	$(BIN)/python -m carlib.analysis.reproduce --profile $(PROFILE) $(if $(COMPUTE),--compute) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))
 
 precompute: setup ## a long profile's tables ahead of the notebooks, resumable: make precompute PROFILE=full [STATUS=1] [LAYERS=conv2] [STEPS=replicates]
 	$(BIN)/python -m carlib.analysis.precompute --profile $(PROFILE) $(if $(STATUS),--status) $(if $(LAYERS),--layers "$(LAYERS)") $(if $(STEPS),--steps "$(STEPS)")

@@ -90,3 +90,37 @@ def test_a_long_profile_runs_only_on_precomputed_tables(monkeypatch, capsys):
     assert asked == ["full"]  # default is not checked: its notebooks compute in minutes
     steps["state"] = "cached"
     assert reproduce.main(["--profile", "full"]) == 0 and ran == ["full", "default", "full"]
+
+
+def test_some_notebooks_need_only_their_layers_tables(monkeypatch, capsys):
+    import pandas as pd
+
+    from carlib.analysis import precompute, reproduce
+
+    ran, asked = [], []
+    monkeypatch.setattr(reproduce, "run_notebooks", lambda profile, **kw: ran.append(kw["notebooks"]) or 0.0)
+
+    def status(profile, layers=("conv1", "conv2")):
+        asked.append(layers)
+        rows = [("accuracy per class", "cached"), *[(f"greedy {la}", "cached" if la == "conv1" else "to compute")
+                                                     for la in layers]]
+        return pd.DataFrame({"step": [r[0] for r in rows], "state": [r[1] for r in rows],
+                             "first_missing": ["" if r[1] == "cached" else "greedy_conv2" for r in rows]})
+
+    monkeypatch.setattr(precompute, "status", status)
+    assert reproduce.main(["--profile", "full", "--notebooks", "2,01"]) == 0
+    assert ran == [["01_baseline.ipynb", "02_car_conv1.ipynb"]] and asked == [("conv1",)]
+    assert reproduce.main(["--profile", "full", "--notebooks", "03_car_conv2.ipynb"]) == 2 and len(ran) == 1
+    assert asked[-1] == ("conv2",)
+    assert "1 of 2 steps not computed yet (first: greedy conv2" in capsys.readouterr().err
+    assert reproduce.main(["--profile", "full", "--notebooks", "7"]) == 2 and len(ran) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("carlib: error: no notebook '7'; choose among: 01, 02, 03")
+
+
+def test_select_notebooks_by_number_or_name():
+    from carlib.analysis.reproduce import NOTEBOOK_LAYERS, select_notebooks
+
+    assert select_notebooks(None) == NOTEBOOKS
+    assert select_notebooks("06, 2,02") == ["02_car_conv1.ipynb", "06_compression.ipynb"]
+    assert sorted(NOTEBOOK_LAYERS) == [nb[:2] for nb in NOTEBOOKS]  # every notebook says what it reads

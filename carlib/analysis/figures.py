@@ -154,6 +154,7 @@ def pruning_curves(curves: pd.DataFrame, layer: str, n_filters: int, n_images: i
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(data=plot, x="n_pruned", y="accuracy", hue="method", errorbar="sd", ax=ax,
                  hue_order=list(CURVE_LABELS.values()), palette=CURVE_COLORS)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside: it hid curves
     ax.axvline(n_filters // 2, color="black", lw=0.8, ls=":")
     ax.set(xlabel=f"filters of {layer} pruned (of {n_filters})", ylabel="top-1 accuracy (%)",
            title=f"Pruning {layer}: {n_images:,} images, {n_seeds} random seeds")

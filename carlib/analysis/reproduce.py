@@ -9,6 +9,8 @@ has outputs but no execution count, so they cannot simply be removed).
 For the profiles of :data:`~carlib.analysis.profiles.PRECOMPUTE_FIRST` (hours of computing) it
 first checks that every table the notebooks read is cached, and otherwise stops, naming the
 first missing step and the command that computes it (``--compute`` runs the notebooks anyway).
+``--notebooks 01,02`` runs some of them; the check then covers the layers they study
+(:data:`NOTEBOOK_LAYERS`), so ``conv1``'s notebooks run once its steps are cached.
 """
 
 from __future__ import annotations
@@ -23,10 +25,39 @@ from ..errors import CarlibError
 from ..paths import REPO_ROOT, figures_dir
 from .profiles import PRECOMPUTE_FIRST, PROFILES, get_profile
 
-__all__ = ["main", "run_notebooks", "strip_noise", "check_precomputed", "NOTEBOOKS"]
+__all__ = ["main", "run_notebooks", "strip_noise", "check_precomputed", "select_notebooks", "NOTEBOOKS",
+           "NOTEBOOK_LAYERS"]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+#: the layers whose precomputed steps each notebook reads (by number; all but 01 read the
+#: accuracy per class, which every layer's check includes)
+NOTEBOOK_LAYERS = {"01": (), "02": ("conv1",), "03": ("conv2",), "04": ("conv1", "conv2"),
+                   "05": ("conv1", "conv2"), "06": ("conv1", "conv2")}
+
+
+def select_notebooks(names: str | None) -> list[str]:
+    """The notebooks named by a comma-separated list of numbers or file names (``None``: all).
+
+    Raises:
+        CarlibError: a name that matches no notebook, with the names there are.
+
+    Example:
+        >>> select_notebooks("2,03_car_conv2.ipynb")
+        ['02_car_conv1.ipynb', '03_car_conv2.ipynb']
+    """
+    if names is None:
+        return list(NOTEBOOKS)
+    chosen = set()
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        hits = [nb for nb in NOTEBOOKS if nb == name or (name.isdigit() and nb[:2] == name.zfill(2))]
+        if not hits:
+            raise CarlibError(f"no notebook {name!r}; choose among: "
+                              f"{', '.join(nb[:2] for nb in NOTEBOOKS)} (numbers or file names)")
+        chosen.update(hits)
+    if not chosen:
+        raise CarlibError("--notebooks names no notebook; pass e.g. --notebooks 02,03")
+    return sorted(chosen)
 
 
 def strip_noise(path: Path) -> None:
@@ -68,10 +99,15 @@ def strip_noise(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def check_precomputed(profile: str) -> None:
+def check_precomputed(profile: str, notebooks: list[str] | None = None) -> None:
     """Refuse to run the notebooks of a :data:`~carlib.analysis.profiles.PRECOMPUTE_FIRST`
     profile whose tables are not all cached: inside a notebook they would compute for hours,
     without progress bars, and not resumably from the notebook.
+
+    Args:
+        profile: a profile name.
+        notebooks: the notebooks to run (default: all); only the steps of the layers they study
+            (:data:`NOTEBOOK_LAYERS`) are checked.
 
     Raises:
         CarlibError: naming how many steps are missing, the first of them and its table, and
@@ -84,7 +120,8 @@ def check_precomputed(profile: str) -> None:
         return
     from .precompute import status
 
-    table = status(profile)
+    layers = sorted({la for nb in (notebooks or NOTEBOOKS) for la in NOTEBOOK_LAYERS.get(nb[:2], ("conv1", "conv2"))})
+    table = status(profile) if notebooks is None else status(profile, tuple(layers))
     missing = table[table["state"] != "cached"]
     if len(missing):
         first = missing.iloc[0]
@@ -95,8 +132,9 @@ def check_precomputed(profile: str) -> None:
 
 
 def run_notebooks(profile: str, *, device: str | None = None, force: bool = False,
-                  update_committed: bool | None = None) -> float:
-    """Execute every notebook for ``profile``; returns the total seconds.
+                  update_committed: bool | None = None, notebooks: list[str] | None = None) -> float:
+    """Execute every notebook (or those of ``notebooks``, in order) for ``profile``; returns the
+    total seconds.
 
     Raises:
         SystemExit(1): a notebook failed (its name and the failing cell are printed).
@@ -111,7 +149,8 @@ def run_notebooks(profile: str, *, device: str | None = None, force: bool = Fals
     if device:
         params["device"] = device
     t0 = time.time()
-    for name in NOTEBOOKS:
+    chosen = notebooks or NOTEBOOKS
+    for name in chosen:
         src = NOTEBOOK_DIR / name
         dst = out_dir / name
         t = time.time()
@@ -128,7 +167,8 @@ def run_notebooks(profile: str, *, device: str | None = None, force: bool = Fals
             strip_noise(dst)
             dst.replace(src)
     total = time.time() - t0
-    print(f"\nall {len(NOTEBOOKS)} notebooks ran for profile {prof.name} in {total / 60:.1f} min")
+    print(f"\n{'all ' if len(chosen) == len(NOTEBOOKS) else ''}{len(chosen)} notebooks ran for profile "
+          f"{prof.name} in {total / 60:.1f} min")
     print(f"figures: {figures_dir(prof.name)}")
     if not update:
         print(f"executed notebooks: {out_dir}")
@@ -144,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compute", action="store_true",
                    help=f"run the notebooks of {', '.join(PRECOMPUTE_FIRST)} even when tables are missing "
                         "(they compute them; `python -m carlib.analysis.precompute` is the resumable way)")
+    p.add_argument("--notebooks", default=None, metavar="LIST",
+                   help="comma-separated notebooks to run, by number or file name (default: all), "
+                        "e.g. 02,03; a long profile then needs only their layers' tables")
     p.add_argument("--no-update", action="store_true",
                    help="do not replace the committed notebooks (default profile only)")
     args = p.parse_args(argv)
@@ -154,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         get_profile(args.profile)
+        chosen = select_notebooks(args.notebooks) if args.notebooks is not None else None
         if not (args.compute or args.force):
-            check_precomputed(args.profile)
+            check_precomputed(args.profile, chosen)
     except CarlibError as exc:
         print(f"carlib: error: {exc}", file=sys.stderr)
         return 2
     run_notebooks(args.profile, device=args.device, force=args.force,
-                  update_committed=False if args.no_update else None)
+                  update_committed=False if args.no_update else None, notebooks=chosen)
     return 0
 
 
