@@ -71,3 +71,25 @@ def test_cached_reads_without_computing_or_waiting(tmp_path):
     with file_lock(tmp_path / "t.csv"):  # as while another process computes it: never waited for
         assert cache.cached("t", depth=1)["a"].tolist() == [1]
         assert cache.cached("t", depth=2) is None  # another key
+
+
+def test_free_first_takes_the_parts_nobody_computes_before_waiting_for_the_others():
+    from carlib.analysis.cache import free_first
+
+    busy = {0, 2}
+    assert list(free_first(range(4), lambda i: i in busy)) == [1, 3, 0, 2]
+    seen = []
+    for i in free_first(range(3), lambda i: i in busy):  # one finished meanwhile: taken when free
+        seen.append(i)
+        busy.discard(2)
+    assert seen == [1, 2, 0]
+
+
+def test_computing_says_whether_another_holder_has_the_tables_lock(tmp_path):
+    from carlib.files import file_lock
+
+    cache = ResultCache(tmp_path, {"profile": "p"})
+    assert not cache.computing("parts/t")
+    with file_lock(tmp_path / "parts" / "t.csv"):
+        assert cache.computing("parts/t") and not cache.computing("t")
+    assert not cache.computing("parts/t")

@@ -219,3 +219,15 @@ def test_test_curves_compute_the_orders_that_need_no_greedy_run_first(tmp_path, 
     orders = heldout.order_lists(study, "conv1")
     for k in free:
         assert curves[curves["criterion"] == k]["filter"].iloc[1:].tolist() == orders[k][:3]
+
+
+@requires_tiny
+def test_replicates_another_process_computes_are_taken_last(tmp_path, monkeypatch):
+    monkeypatch.setattr(E, "results_dir", lambda name: tmp_path / name)
+    study = E.Study("smoke", progress=False, **MINI)
+    monkeypatch.setattr(study.cache, "computing", lambda name: name == "parts/replicate_conv1_0_of_3")
+    journals, prune = [], heldout.greedy_prune
+    monkeypatch.setattr(heldout, "greedy_prune", lambda *a, **kw: journals.append(kw["journal"].name) or prune(*a, **kw))
+    reps = heldout.replicate_greedy(study, "conv1", parts=3, depth=1)
+    assert journals == [f"replicate_conv1_{i}_of_3.journal.jsonl" for i in (1, 2, 0)]
+    assert reps["replicate"].tolist() == [0, 1, 2]  # the table in replicate order

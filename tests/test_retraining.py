@@ -153,3 +153,27 @@ def test_conv2_is_pruned_retrained_and_compressed_as_conv1(tmp_path, monkeypatch
     assert list(dc["stage"]) == ["unpruned", "filters", "deep"] and dc["criterion"].eq("car-greedy").all()
     assert list(dc["shape"]) == ["192x64x5x5", "190x64x5x5", "190x64x5x5"]
     assert dc.loc[2, "sparsity"] == pytest.approx(0.5, abs=0.01) and dc.loc[2, "factor"] > dc.loc[1, "factor"] > 1
+
+
+@requires_tiny
+def test_processes_running_the_step_share_its_runs_and_settings(study, monkeypatch):
+    # a run or setting another process is computing (its table's lock held) is taken last
+    busy = {"parts/retrain_conv1_car-greedy_0", "parts/deep_compression_conv1_0.5_4b"}
+    monkeypatch.setattr(study.cache, "computing", lambda name: name in busy)
+    done, run = [], retraining._run
+
+    def recording(study_, layer, criterion, order, seed, *args):
+        done.append((criterion, seed))
+        return run(study_, layer, criterion, order, seed, *args)
+
+    monkeypatch.setattr(retraining, "_run", recording)
+    runs = retraining.retraining(study, "conv1")
+    crits = retraining.retrain_criteria(study, "conv1")
+    assert done[0] == ("car-greedy", 1) and done[-1] == ("car-greedy", 0) and len(done) == 2 * len(crits)
+    assert [(c, s) for c, s in runs[["criterion", "seed"]].drop_duplicates().itertuples(index=False)] \
+        == [(c, s) for c in crits for s in (0, 1)]  # the table in its own order
+    settings, compress = [], retraining.deep_compress
+    monkeypatch.setattr(retraining, "deep_compress", lambda *a, **kw: settings.append(kw["sparsity"]) or compress(*a, **kw))
+    dc = retraining.deep_compression(study, "conv1")
+    assert settings == [0.8, 0.5] and dc[dc["stage"] == "deep"]["sparsity"].round(2).tolist() == [0.5, 0.8]
+    assert not list((study.dir / "parts" / "deep_compression").rglob("*.ckpt.pt"))

@@ -11,14 +11,32 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import pandas as pd
 
-from ..files import file_lock, write_text_atomic
+from ..files import file_lock, lock_held, write_text_atomic
 from ..tables import read_table, write_table
 
-__all__ = ["ResultCache"]
+__all__ = ["ResultCache", "free_first"]
+
+T = TypeVar("T")
+
+
+def free_first(items: Sequence[T], busy: Callable[[T], bool]) -> Iterator[T]:
+    """Every item once, each time the first that ``busy`` does not flag (else the first left):
+    processes that share the parts of a long step (retraining runs, replicates) each take a part
+    nobody is computing, instead of queueing behind one lock.
+
+    Example:
+        >>> list(free_first([1, 2, 3], busy=lambda i: i == 1))
+        [2, 3, 1]
+    """
+    left = list(items)
+    while left:
+        item = next((i for i in left if not busy(i)), left[0])
+        left.remove(item)
+        yield item
 
 
 class ResultCache:
@@ -66,6 +84,16 @@ class ResultCache:
                               json.dumps({"key": self._key(name, params), "attrs": attrs,
                                           "seconds": round(time.time() - t0, 1)}, indent=1) + "\n")
         return df
+
+    def computing(self, name: str) -> bool:
+        """Whether another process is computing the table ``name`` now (holds its lock).
+
+        Example:
+            >>> import tempfile
+            >>> ResultCache(Path(tempfile.mkdtemp()), {}).computing("t")
+            False
+        """
+        return lock_held(self.folder / f"{name}.csv")
 
     def cached(self, name: str, **params: object) -> pd.DataFrame | None:
         """``<name>.csv`` if it was computed with the same key and ``params``, else ``None``;

@@ -27,6 +27,7 @@ from ..engine import Engine
 from ..errors import CarlibError
 from ..greedy import greedy_prune
 from ..importance import importance_order
+from .cache import free_first
 from .reliability import class_halves, split_half, stratified_split
 from .study import Study
 
@@ -266,15 +267,18 @@ def replicate_greedy(study: Study, layer: str, parts: int | None = None, depth: 
                           "{'parts': 4} (at least 2 parts) or pass parts=")
     depth = depth or settings.get("depth") or study.profile.top_k_filters
     data = study.greedy_data
-    tables = []
-    for i, idx in enumerate(stratified_split(np.asarray(data.labels), parts, seed=0)):
+    splits = stratified_split(np.asarray(data.labels), parts, seed=0)
+    tables = {}
+    # the replicates another process is computing last: processes running this step share them
+    for i in free_first(range(parts), lambda i: study.cache.computing(f"parts/replicate_{layer}_{i}_of_{parts}")):
+        idx = splits[i]
         journal = study.dir / "parts" / f"replicate_{layer}_{i}_of_{parts}.journal.jsonl"
         journal.parent.mkdir(parents=True, exist_ok=True)
         t = study.table(f"parts/replicate_{layer}_{i}_of_{parts}", lambda idx=idx, journal=journal: greedy_prune(
             study.model, study.plan(layer), data.subset(idx), n_remove=depth, journal=journal,
             device=study.device, progress=study.progress), layer=layer, depth=depth, images=int(len(idx)))
-        tables.append(t.assign(replicate=i, n_images=len(idx)))
-    out = pd.concat(tables, ignore_index=True)
+        tables[i] = t.assign(replicate=i, n_images=len(idx))
+    out = pd.concat([tables[i] for i in range(parts)], ignore_index=True)
     return out[["replicate", "n_images"] + [c for c in out.columns if c not in ("replicate", "n_images")]]
 
 

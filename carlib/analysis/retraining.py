@@ -15,7 +15,6 @@ missing one; a run's checkpoint is deleted once its table is written.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..errors import CarlibError
 from ..finetune import FINETUNE_LR, finetune, finetune_config
 from ..importance import random_order
 from ..pruning import prune_filters
+from .cache import free_first
 from .heldout import ORDER_CRITERIA, comparison_images, order_lists, paired_tests
 from .stats import wilson_interval
 from .study import Study
@@ -171,14 +171,15 @@ def retraining(study: Study, layer: str) -> pd.DataFrame:
     depth = retrain_depth(study, layer)
     orders = order_lists(study, layer)
     train, test = train_images(study), study.test_data()
-    parts = []
-    for criterion in retrain_criteria(study, layer):
-        for seed in R["seeds"]:
-            # random: the order of the retraining seed (selection_orders' random-<seed>)
-            order = random_order(study.layer(layer).filters, int(seed)) if criterion == "random" else orders[criterion]
-            t = _run(study, layer, criterion, order, int(seed), train, test, depth)
-            parts.append(t.assign(criterion=criterion, seed=int(seed)))
-    out = pd.concat(parts, ignore_index=True)[["criterion", "seed", "image", "label", "before", "after"]]
+    runs = [(criterion, int(seed)) for criterion in retrain_criteria(study, layer) for seed in R["seeds"]]
+    parts = {}
+    # the runs another process is computing last: processes running this step share the runs
+    for criterion, seed in free_first(runs, lambda r: study.cache.computing(f"parts/retrain_{layer}_{r[0]}_{r[1]}")):
+        # random: the order of the retraining seed (selection_orders' random-<seed>)
+        order = random_order(study.layer(layer).filters, seed) if criterion == "random" else orders[criterion]
+        t = _run(study, layer, criterion, order, seed, train, test, depth)
+        parts[criterion, seed] = t.assign(criterion=criterion, seed=seed)
+    out = pd.concat([parts[r] for r in runs], ignore_index=True)[["criterion", "seed", "image", "label", "before", "after"]]
     out.attrs.update({"layer": layer, "depth": depth, "epochs": int(R["epochs"]),
                       "train_images": len(train), "batch_size": int(R["batch_size"]),
                       "n_images": len(test)})
@@ -263,27 +264,40 @@ def deep_compression(study: Study, layer: str) -> pd.DataFrame:
         return {"stage": stage, "criterion": criterion, **compressed, "correct": k, "n_images": n,
                 "accuracy": k / n, "low": lo, "high": hi}
 
+    grid = [(float(s), int(b)) for s in R["sparsities"] for b in R["bits"]]
+    small, train = None, None
+
+    def part(sparsity: float, bits: int) -> pd.DataFrame:
+        def setting() -> pd.DataFrame:
+            nonlocal small, train
+            small = small if small is not None else prune_filters(study.model, study.plan(layer), order)
+            train = train if train is not None else train_images(study)
+            work = study.dir / "parts" / "deep_compression" / f"{layer}_{sparsity:g}_{bits}b"
+            net, r = deep_compress(small, path, train, sparsity=sparsity, bits=bits, config=cfg,
+                                   work_dir=work, original=original, progress=study.progress)
+            for f in work.glob("*.ckpt.pt"):
+                f.unlink()
+            return pd.DataFrame([row(net, "deep", r)])
+        # each setting cached on its own: an interrupted grid resumes at the first missing one
+        return study.table(f"parts/deep_compression_{layer}_{sparsity:g}_{bits}b", setting, layer=layer,
+                           order=order, sparsity=sparsity, bits=bits, epochs=R["epochs"],
+                           per_class=R.get("per_class"), batch_size=R["batch_size"], lr=FINETUNE_LR,
+                           test=comparison_images(study))
+
+    # the settings first, outside the table's lock, those another process is computing last:
+    # processes running this step share the settings
+    for sparsity, bits in free_first(grid, lambda g: study.cache.computing(
+            f"parts/deep_compression_{layer}_{g[0]:g}_{g[1]}b")):
+        part(sparsity, bits)
+
     def compute() -> pd.DataFrame:
         from ..compression import compression_row
 
-        train = train_images(study)
-        work = study.dir / "parts" / "deep_compression"
-        small = prune_filters(study.model, study.plan(layer), order)
+        pruned = small if small is not None else prune_filters(study.model, study.plan(layer), order)
         rows = [row(study.model, "unpruned", compression_row(study.model, path)),
-                row(small, "filters", compression_row(small, path, original=original))]
-        for sparsity, bits in ((float(s), int(b)) for s in R["sparsities"] for b in R["bits"]):
-            def setting(sparsity=sparsity, bits=bits) -> pd.DataFrame:
-                net, r = deep_compress(small, path, train, sparsity=sparsity, bits=bits, config=cfg,
-                                       work_dir=work, original=original, progress=study.progress)
-                for f in Path(work).glob("*.ckpt.pt"):
-                    f.unlink()
-                return pd.DataFrame([row(net, "deep", r)])
-            # each setting cached on its own: an interrupted grid resumes at the first missing one
-            part = study.table(f"parts/deep_compression_{layer}_{sparsity:g}_{bits}b", setting, layer=layer,
-                               order=order, sparsity=sparsity, bits=bits, epochs=R["epochs"],
-                               per_class=R.get("per_class"), batch_size=R["batch_size"], lr=FINETUNE_LR,
-                               test=comparison_images(study))
-            rows.extend(part.to_dict("records"))
+                row(pruned, "filters", compression_row(pruned, path, original=original))]
+        for sparsity, bits in grid:
+            rows.extend(part(sparsity, bits).to_dict("records"))
         return pd.DataFrame(rows)
 
     return study.table(f"deep_compression_{layer}", compute, layer=layer, order=order,
