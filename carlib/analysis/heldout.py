@@ -87,14 +87,20 @@ def selection_orders(study: Study, layer: str) -> pd.DataFrame:
 
 
 def _greedy_free_orders(study: Study, layer: str) -> dict[str, list[int]]:
-    """Every order of :func:`selection_orders` but ``car-greedy``, in the table's order."""
-    orders = {"car-oneshot": car_order(study.oneshot_car(layer))}
-    for name in ORDER_CRITERIA:
-        orders[name] = importance_order(name, study.model, study.plan(layer), study.greedy_data,
-                                        device=study.device)
-    for seed in study.profile.random_seeds:
-        orders[f"random-{seed}"] = random_order(study.layer(layer).filters, seed)
-    return orders
+    """Every order of :func:`selection_orders` but ``car-greedy``, in the table's order (cached:
+    :func:`test_curves` reads them before the orders table exists)."""
+    def compute() -> pd.DataFrame:
+        orders = {"car-oneshot": car_order(study.oneshot_car(layer))}
+        for name in ORDER_CRITERIA:
+            orders[name] = importance_order(name, study.model, study.plan(layer), study.greedy_data,
+                                            device=study.device)
+        for seed in study.profile.random_seeds:
+            orders[f"random-{seed}"] = random_order(study.layer(layer).filters, seed)
+        return pd.DataFrame([{"criterion": k, "rank": r, "filter": f}
+                             for k, order in orders.items() for r, f in enumerate(order)])
+
+    table = study.table(f"parts/greedy_free_orders_{layer}", compute, layer=layer, criteria=list(ORDER_CRITERIA))
+    return {k: [int(f) for f in g.sort_values("rank")["filter"]] for k, g in table.groupby("criterion", sort=False)}
 
 
 def order_lists(study: Study, layer: str) -> dict[str, list[int]]:
@@ -269,12 +275,16 @@ def replicate_greedy(study: Study, layer: str, parts: int | None = None, depth: 
     data = study.greedy_data
     splits = stratified_split(np.asarray(data.labels), parts, seed=0)
     tables = {}
+
+    def name(i: int) -> str:
+        return f"parts/replicate_{layer}_{i}_of_{parts}"
+
     # the replicates another process is computing last: processes running this step share them
-    for i in free_first(range(parts), lambda i: study.cache.computing(f"parts/replicate_{layer}_{i}_of_{parts}")):
+    for i in free_first(range(parts), lambda i: study.cache.computing(name(i))):
         idx = splits[i]
-        journal = study.dir / "parts" / f"replicate_{layer}_{i}_of_{parts}.journal.jsonl"
+        journal = study.dir / f"{name(i)}.journal.jsonl"
         journal.parent.mkdir(parents=True, exist_ok=True)
-        t = study.table(f"parts/replicate_{layer}_{i}_of_{parts}", lambda idx=idx, journal=journal: greedy_prune(
+        t = study.table(name(i), lambda idx=idx, journal=journal: greedy_prune(
             study.model, study.plan(layer), data.subset(idx), n_remove=depth, journal=journal,
             device=study.device, progress=study.progress), layer=layer, depth=depth, images=int(len(idx)))
         tables[i] = t.assign(replicate=i, n_images=len(idx))

@@ -120,8 +120,10 @@ def check_precomputed(profile: str, notebooks: list[str] | None = None) -> None:
         return
     from .precompute import status
 
-    layers = sorted({la for nb in (notebooks or NOTEBOOKS) for la in NOTEBOOK_LAYERS.get(nb[:2], ("conv1", "conv2"))})
-    table = status(profile) if notebooks is None else status(profile, tuple(layers))
+    if notebooks is None:
+        table = status(profile)
+    else:
+        table = status(profile, tuple(sorted({la for nb in notebooks for la in NOTEBOOK_LAYERS[nb[:2]]})))
     missing = table[table["state"] != "cached"]
     if len(missing):
         first = missing.iloc[0]

@@ -132,11 +132,16 @@ def retrain_criteria(study: Study, layer: str) -> list[str]:
     return [c for c in ("car-greedy", "car-oneshot") if c in names] + best + ["random"]
 
 
+def _run_name(layer: str, criterion: str, seed: int) -> str:
+    """A retraining run's name: its table is ``parts/retrain_<name>``, its checkpoint ``<name>``."""
+    return f"{layer}_{criterion}_{seed}"
+
+
 def _run(study: Study, layer: str, criterion: str, order: Sequence[int], seed: int,
          train: ImageDataset, test: ImageDataset, depth: int) -> pd.DataFrame:
     R = _settings(study)
     work = study.dir / "parts" / "finetune"
-    name = f"{layer}_{criterion}_{seed}"
+    name = _run_name(layer, criterion, seed)
 
     def compute() -> pd.DataFrame:
         small = prune_filters(study.model, study.plan(layer), list(order[:depth]))
@@ -174,7 +179,7 @@ def retraining(study: Study, layer: str) -> pd.DataFrame:
     runs = [(criterion, int(seed)) for criterion in retrain_criteria(study, layer) for seed in R["seeds"]]
     parts = {}
     # the runs another process is computing last: processes running this step share the runs
-    for criterion, seed in free_first(runs, lambda r: study.cache.computing(f"parts/retrain_{layer}_{r[0]}_{r[1]}")):
+    for criterion, seed in free_first(runs, lambda r: study.cache.computing(f"parts/retrain_{_run_name(layer, *r)}")):
         # random: the order of the retraining seed (selection_orders' random-<seed>)
         order = random_order(study.layer(layer).filters, seed) if criterion == "random" else orders[criterion]
         t = _run(study, layer, criterion, order, seed, train, test, depth)
@@ -267,27 +272,29 @@ def deep_compression(study: Study, layer: str) -> pd.DataFrame:
     grid = [(float(s), int(b)) for s in R["sparsities"] for b in R["bits"]]
     small, train = None, None
 
+    def name(sparsity: float, bits: int) -> str:
+        return f"{layer}_{sparsity:g}_{bits}b"
+
     def part(sparsity: float, bits: int) -> pd.DataFrame:
         def setting() -> pd.DataFrame:
             nonlocal small, train
             small = small if small is not None else prune_filters(study.model, study.plan(layer), order)
             train = train if train is not None else train_images(study)
-            work = study.dir / "parts" / "deep_compression" / f"{layer}_{sparsity:g}_{bits}b"
+            work = study.dir / "parts" / "deep_compression" / name(sparsity, bits)
             net, r = deep_compress(small, path, train, sparsity=sparsity, bits=bits, config=cfg,
                                    work_dir=work, original=original, progress=study.progress)
             for f in work.glob("*.ckpt.pt"):
                 f.unlink()
             return pd.DataFrame([row(net, "deep", r)])
         # each setting cached on its own: an interrupted grid resumes at the first missing one
-        return study.table(f"parts/deep_compression_{layer}_{sparsity:g}_{bits}b", setting, layer=layer,
+        return study.table(f"parts/deep_compression_{name(sparsity, bits)}", setting, layer=layer,
                            order=order, sparsity=sparsity, bits=bits, epochs=R["epochs"],
                            per_class=R.get("per_class"), batch_size=R["batch_size"], lr=FINETUNE_LR,
                            test=comparison_images(study))
 
     # the settings first, outside the table's lock, those another process is computing last:
     # processes running this step share the settings
-    for sparsity, bits in free_first(grid, lambda g: study.cache.computing(
-            f"parts/deep_compression_{layer}_{g[0]:g}_{g[1]}b")):
+    for sparsity, bits in free_first(grid, lambda g: study.cache.computing(f"parts/deep_compression_{name(*g)}")):
         part(sparsity, bits)
 
     def compute() -> pd.DataFrame:
