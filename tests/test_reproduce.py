@@ -119,8 +119,60 @@ def test_some_notebooks_need_only_their_layers_tables(monkeypatch, capsys):
 
 
 def test_select_notebooks_by_number_or_name():
-    from carlib.analysis.reproduce import NOTEBOOK_LAYERS, select_notebooks
+    from carlib.analysis.reproduce import NOTEBOOK_STEPS, select_notebooks
 
     assert select_notebooks(None) == NOTEBOOKS
     assert select_notebooks("06, 2,02") == ["02_car_conv1.ipynb", "06_compression.ipynb"]
-    assert sorted(NOTEBOOK_LAYERS) == [nb[:2] for nb in NOTEBOOKS]  # every notebook says what it reads
+    assert sorted(NOTEBOOK_STEPS) == [nb[:2] for nb in NOTEBOOKS]  # every notebook says what it reads
+
+
+#: the calls of a notebook that read a precomputed step, by kind of step
+_READS = {"CAR": r"study\.car\(|car_per_class\(|car_split_half\(", "greedy": r"study\.greedy\(|pruned_top\(",
+          "curves": r"study\.curves\(", "held-out accuracy": r"heldout_accuracy\(",
+          "replicates": r"replicate_greedy\(|replicate_orders\(", "labels": r"study\.labels\(",
+          "color responses": r"color_responses\(|color_index\(", "orders": r"selection_orders\(|test_curves\(",
+          "test curves": r"test_curves\(", "paired tests": r"paired_tests\(|before_retraining\(",
+          "retraining": r"retraining\.retraining\(", "deep compression": r"deep_compression\("}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_each_notebook_declares_the_steps_it_reads(name):
+    """NOTEBOOK_STEPS against the notebook's code: a step read but not declared would be computed
+    inside the notebook (hours, for ``full``); one declared but not read would hold it back."""
+    import re
+
+    from carlib.analysis.precompute import STEPS
+    from carlib.analysis.reproduce import NOTEBOOK_STEPS
+
+    layers, kinds = NOTEBOOK_STEPS[name[:2]]
+    assert set(kinds) <= set(STEPS) and set(layers) <= {"conv1", "conv2"}
+    nb = json.loads((NOTEBOOK_DIR / name).read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    read = {kind for kind, pattern in _READS.items() if re.search(pattern, code)}
+    # the orders feed the greedy-free test curves; the greedy table, every later step of its layer
+    if read & {"orders", "test curves", "paired tests", "retraining", "deep compression", "replicates"}:
+        read.add("greedy")
+    assert read == set(kinds)
+    assert all(f'"{la}"' in code for la in layers)
+
+
+def test_a_notebook_waits_only_for_the_steps_it_reads(monkeypatch, capsys):
+    import pandas as pd
+
+    from carlib.analysis import precompute, reproduce
+
+    ran = []
+    monkeypatch.setattr(reproduce, "run_notebooks", lambda profile, **kw: ran.append(kw["notebooks"]) or 0.0)
+    missing = {"replicates conv2", "retraining conv2", "deep compression conv2"}
+
+    def status(profile, layers=("conv1", "conv2")):
+        steps = ["accuracy per class"] + [f"{k} {la}" for la in layers for k in precompute.STEPS[1:]]
+        return pd.DataFrame({"step": steps, "state": ["to compute" if s in missing else "cached" for s in steps],
+                             "first_missing": [s.replace(" ", "_") if s in missing else "" for s in steps]})
+
+    monkeypatch.setattr(precompute, "status", status)
+    assert reproduce.main(["--profile", "full", "--notebooks", "5,02"]) == 0
+    assert ran == [["02_car_conv1.ipynb", "05_class_importance.ipynb"]]
+    for nb, first in (("03", "replicates conv2"), ("04", "replicates conv2"), ("06", "retraining conv2")):
+        assert reproduce.main(["--profile", "full", "--notebooks", nb]) == 2 and len(ran) == 1
+        assert f"not computed yet (first: {first}," in capsys.readouterr().err

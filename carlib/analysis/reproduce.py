@@ -9,8 +9,8 @@ has outputs but no execution count, so they cannot simply be removed).
 For the profiles of :data:`~carlib.analysis.profiles.PRECOMPUTE_FIRST` (hours of computing) it
 first checks that every table the notebooks read is cached, and otherwise stops, naming the
 first missing step and the command that computes it (``--compute`` runs the notebooks anyway).
-``--notebooks 01,02`` runs some of them; the check then covers the layers they study
-(:data:`NOTEBOOK_LAYERS`), so ``conv1``'s notebooks run once its steps are cached.
+``--notebooks 01,02`` runs some of them; the check then covers the steps they read
+(:data:`NOTEBOOK_STEPS`), so ``conv1``'s notebooks run once its steps are cached.
 """
 
 from __future__ import annotations
@@ -26,14 +26,42 @@ from ..paths import REPO_ROOT, figures_dir
 from .profiles import PRECOMPUTE_FIRST, PROFILES, get_profile
 
 __all__ = ["main", "run_notebooks", "strip_noise", "check_precomputed", "select_notebooks", "NOTEBOOKS",
-           "NOTEBOOK_LAYERS"]
+           "NOTEBOOK_STEPS", "needed_steps"]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-#: the layers whose precomputed steps each notebook reads (by number; all but 01 read the
-#: accuracy per class, which every layer's check includes)
-NOTEBOOK_LAYERS = {"01": (), "02": ("conv1",), "03": ("conv2",), "04": ("conv1", "conv2"),
-                   "05": ("conv1", "conv2"), "06": ("conv1", "conv2")}
+_GREEDY = ("CAR", "greedy", "curves", "held-out accuracy", "replicates")
+#: the precomputed steps each notebook reads (by number): the layers it studies and the kinds
+#: of step (:data:`~carlib.analysis.precompute.STEPS`) of those layers; every notebook but 01
+#: also reads the accuracy per class, which every check includes
+NOTEBOOK_STEPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "01": ((), ()),
+    "02": (("conv1",), _GREEDY),
+    "03": (("conv2",), _GREEDY),
+    "04": (("conv1", "conv2"), ("CAR", "color responses", "labels", "greedy", "replicates")),
+    "05": (("conv1", "conv2"), ("CAR", "color responses")),
+    "06": (("conv1", "conv2"), ("greedy", "orders", "test curves", "paired tests", "retraining",
+                                "deep compression")),
+}
+
+
+def needed_steps(notebooks: list[str]) -> set[tuple[str, str]]:
+    """The ``(layer, kind of step)`` pairs the notebooks read (:data:`NOTEBOOK_STEPS`).
+
+    Example:
+        >>> sorted(needed_steps(["03_car_conv2.ipynb"]))[:2]
+        [('conv2', 'CAR'), ('conv2', 'curves')]
+    """
+    return {(layer, kind) for nb in notebooks for layer in NOTEBOOK_STEPS[nb[:2]][0]
+            for kind in NOTEBOOK_STEPS[nb[:2]][1]}
+
+
+def _step_needed(step: str, needed: set[tuple[str, str]]) -> bool:
+    from .precompute import step_kind
+
+    kind = step_kind(step)
+    rest = step[len(kind):].split()
+    return not rest or (rest[0], kind) in needed  # a step of no layer: the accuracy per class
 
 
 def select_notebooks(names: str | None) -> list[str]:
@@ -106,8 +134,8 @@ def check_precomputed(profile: str, notebooks: list[str] | None = None) -> None:
 
     Args:
         profile: a profile name.
-        notebooks: the notebooks to run (default: all); only the steps of the layers they study
-            (:data:`NOTEBOOK_LAYERS`) are checked.
+        notebooks: the notebooks to run (default: all); only the steps they read
+            (:data:`NOTEBOOK_STEPS`) are checked.
 
     Raises:
         CarlibError: naming how many steps are missing, the first of them and its table, and
@@ -123,7 +151,9 @@ def check_precomputed(profile: str, notebooks: list[str] | None = None) -> None:
     if notebooks is None:
         table = status(profile)
     else:
-        table = status(profile, tuple(sorted({la for nb in notebooks for la in NOTEBOOK_LAYERS[nb[:2]]})))
+        needed = needed_steps(notebooks)
+        table = status(profile, tuple(sorted({layer for layer, _ in needed})))
+        table = table[[_step_needed(step, needed) for step in table["step"]]].reset_index(drop=True)
     missing = table[table["state"] != "cached"]
     if len(missing):
         first = missing.iloc[0]
